@@ -1,0 +1,233 @@
+//! The pyexec guest: a RustPython interpreter for wasm32-wasip1 that runs one request and
+//! replies once.
+//!
+//! # Protocol
+//! The host hands the request (`{"code": str, "data": any, "output_limit": int}`) to
+//! [`host::read_request`] and takes the reply from [`host::send_reply`]; both are `pyexec.*`
+//! imports that only this Rust code can reach. Python's stdout and stderr go to the ordinary
+//! WASI file descriptors, which the host captures and caps: nothing the user's code prints, and
+//! no stream it replaces, can pass for the reply.
+//!
+//! # Pre-initialisation
+//! `wizer-initialize` builds the interpreter, imports the modules users reach for and runs a few
+//! warm-up requests through the real code path, so that the snapshot taken by wasmtime-wizer
+//! starts every execution with all of that done. Without a snapshot, `main` builds the
+//! interpreter itself (the cold path the benchmarks compare against).
+//!
+//! This crate may not touch anything outside the interpreter: no files, no environment, no
+//! clock beyond what Python's own modules ask for.
+
+mod convert;
+mod host;
+mod report;
+
+use std::cell::OnceCell;
+
+use rustpython::InterpreterBuilderExt;
+use rustpython_vm::{
+    AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
+    builtins::PyBaseExceptionRef, compiler::Mode,
+};
+use serde::Deserialize;
+
+use crate::report::ErrorReport;
+
+/// The file name user code runs under, as it appears in tracebacks.
+const USER_FILENAME: &str = "<code>";
+
+/// Modules imported into the snapshot: importing one that is not here costs ~20 ms per run.
+const PRELOADED_MODULES: &[&str] = &[
+    "__future__",
+    "abc",
+    "array",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmath",
+    "collections",
+    "collections.abc",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "os",
+    "pprint",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "time",
+    "types",
+    "typing",
+    "unicodedata",
+    "uuid",
+];
+
+/// Requests run once during pre-initialisation so that every path a real request takes
+/// (success, exception, syntax error, unserialisable result, each module's first use) is
+/// already compiled and cached in the snapshot.
+const WARM_UP_REQUESTS: &[&str] = &[
+    r#"{"code": "result = sum(data['numbers']) / len(data['numbers'])", "data": {"numbers": [1, 2, 3, 4, 5]}}"#,
+    r#"{"code": "import json, statistics\nresult = json.loads(json.dumps({'m': statistics.mean(data['x']), 's': statistics.stdev(data['x'])}))\nprint(result)", "data": {"x": [1.5, 2, 3, 123456789012345678901234567890]}}"#,
+    r#"{"code": "from __future__ import annotations\nimport dataclasses, enum, typing, re, decimal, fractions, datetime, collections, random\n@dataclasses.dataclass\nclass P:\n    x: int\n    y: typing.Optional[str] = None\nclass C(enum.Enum):\n    A = 1\nresult = [repr(P(1)), C.A.name, re.sub(r'\\d+', '#', 'a1b22'), str(decimal.Decimal('1.1') * 3), str(fractions.Fraction(1, 3)), datetime.date(2024, 1, 2).isoformat(), collections.Counter('aab').most_common(1), random.random() < 1]", "data": {}}"#,
+    r#"{"code": "def f(n):\n    return f(n + 1)\nf(0)", "data": {}}"#,
+    r#"{"code": "def g(x):\n    return {}[x]\ntry:\n    g('k')\nexcept KeyError as e:\n    raise ValueError('bad') from e", "data": {}}"#,
+    r#"{"code": "x = (", "data": {}}"#,
+    r#"{"code": "result = {1, 2}", "data": {}}"#,
+    r#"{"code": "import sys\nsys.exit(2)", "data": {}}"#,
+];
+
+thread_local! {
+    /// The one interpreter of this instance. Built by `wizer-initialize` before the snapshot,
+    /// so every instance of the snapshot starts with it ready.
+    static INTERPRETER: OnceCell<Interpreter> = const { OnceCell::new() };
+}
+
+/// The request the host sends. Unknown fields are ignored so the host can add some.
+#[derive(Deserialize)]
+struct Request {
+    code: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    /// Bytes the serialised `result` may take; past it the run fails with `output_limit`.
+    #[serde(default = "default_output_limit")]
+    output_limit: usize,
+}
+
+fn default_output_limit() -> usize {
+    1 << 20
+}
+
+/// Builds the interpreter; called by pre-initialisation, or by `main` when there was none.
+fn build_interpreter() -> Interpreter {
+    let mut settings = Settings::default();
+    settings.isolated = true;
+    settings.ignore_environment = true;
+    settings.import_site = false;
+    settings.user_site_directory = false;
+    settings.safe_path = true;
+    settings.write_bytecode = false;
+    settings.install_signal_handlers = false;
+    // Unbuffered: every write reaches the host at once, so the output of a run that is stopped
+    // by a limit is not lost in a buffer.
+    settings.buffered_stdio = false;
+    settings.argv = vec![String::new()];
+    InterpreterBuilder::new()
+        .settings(settings)
+        .init_stdlib()
+        .interpreter()
+}
+
+fn with_interpreter<R>(f: impl FnOnce(&VirtualMachine) -> R) -> R {
+    INTERPRETER.with(|cell| cell.get_or_init(build_interpreter).enter(f))
+}
+
+/// Pre-initialisation entry point, called once by wasmtime-wizer before it snapshots memory.
+#[unsafe(export_name = "wizer-initialize")]
+pub extern "C" fn wizer_initialize() {
+    with_interpreter(|vm| {
+        for module in PRELOADED_MODULES {
+            if let Err(exc) = vm.import(*module, 0) {
+                vm.print_exception(&exc);
+                panic!("pre-initialisation could not import {module}");
+            }
+        }
+        for request in WARM_UP_REQUESTS {
+            execute(vm, request.as_bytes());
+        }
+        // Leave no trace of the warm-up requests in the snapshot.
+        if let Ok(modules) = vm.sys_module.get_attr("modules", vm) {
+            let _ = modules.del_item("__main__", vm);
+        }
+        if let Ok(gc) = vm.import("gc", 0) {
+            let _ = vm.call_method(&gc, "collect", ());
+        }
+    });
+}
+
+fn main() {
+    let request = host::read_request();
+    let reply = with_interpreter(|vm| execute(vm, &request));
+    host::send_reply(reply.as_bytes());
+}
+
+/// Runs one request and returns the reply document.
+fn execute(vm: &VirtualMachine, request: &[u8]) -> String {
+    let request: Request = match serde_json::from_slice(request) {
+        Ok(request) => request,
+        Err(err) => {
+            return ErrorReport::plain("invalid_request", "ValueError", err.to_string()).to_reply();
+        }
+    };
+    match run(vm, &request) {
+        Ok(result) => format!(r#"{{"ok":true,"result":{result}}}"#),
+        Err(report) => report.to_reply(),
+    }
+}
+
+/// Runs the request's code as `__main__` and serialises its global `result`.
+fn run(vm: &VirtualMachine, request: &Request) -> Result<String, ErrorReport> {
+    let internal = |exc: PyBaseExceptionRef| ErrorReport::internal(vm, &exc);
+    reseed_random(vm).map_err(internal)?;
+    let scope = vm.new_scope_with_main().map_err(internal)?;
+    let data = convert::json_to_python(vm, &request.data);
+    scope.globals.set_item("data", data, vm).map_err(internal)?;
+
+    let code = vm
+        .compile(&request.code, Mode::Exec, USER_FILENAME)
+        .map_err(|err| {
+            let exc = err.into_pyexception(vm, Some(&request.code));
+            ErrorReport::from_exception(vm, &exc, &request.code)
+        })?;
+    if let Err(exc) = vm.run_code_obj(code, scope.clone()) {
+        if !is_clean_exit(vm, &exc) {
+            return Err(ErrorReport::from_exception(vm, &exc, &request.code));
+        }
+    }
+
+    let result = scope
+        .globals
+        .get_item_opt("result", vm)
+        .map_err(internal)?
+        .unwrap_or_else(|| vm.ctx.none());
+    convert::python_to_json(vm, &result, request.output_limit)
+}
+
+/// `sys.exit()` and `sys.exit(0)` end a script successfully, as in CPython.
+fn is_clean_exit(vm: &VirtualMachine, exc: &PyBaseExceptionRef) -> bool {
+    if !exc.class().fast_issubclass(vm.ctx.exceptions.system_exit) {
+        return false;
+    }
+    let code: Option<PyObjectRef> = exc.args().as_slice().first().cloned();
+    match code {
+        None => true,
+        Some(code) => {
+            vm.is_none(&code)
+                || code
+                    .downcast_ref::<rustpython_vm::builtins::PyInt>()
+                    .is_some_and(|i| i.as_bigint() == &malachite_bigint::BigInt::from(0))
+        }
+    }
+}
+
+/// Every run draws fresh entropy: the snapshot's `random` state is the same in every instance.
+fn reseed_random(vm: &VirtualMachine) -> PyResult<()> {
+    let random = vm.import("random", 0)?;
+    vm.call_method(random.as_object(), "seed", ())?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! API keys, quotas and usage in sled (issue 4).
