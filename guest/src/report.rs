@@ -13,6 +13,10 @@ use crate::USER_FILENAME;
 const REPEATED_FRAMES_SHOWN: usize = 3;
 /// Exceptions of a `__cause__`/`__context__` chain shown at most.
 const MAX_CHAINED_EXCEPTIONS: usize = 8;
+/// Characters of a message kept in a report; an exception can carry megabytes.
+const MAX_MESSAGE_CHARS: usize = 4096;
+/// Characters of a source line quoted in a traceback.
+const MAX_SOURCE_LINE_CHARS: usize = 200;
 
 /// The `error` object of a reply.
 #[derive(Serialize)]
@@ -80,7 +84,7 @@ impl ErrorReport {
                 .filter(|v| !vm.is_none(v))
         };
         let message = attr("msg")
-            .and_then(|m| m.downcast_ref::<PyStr>().map(|s| s.to_string()))
+            .and_then(|m| m.downcast_ref::<PyStr>().map(|s| truncate(&s.to_string(), MAX_MESSAGE_CHARS)))
             .unwrap_or_else(|| exception_message(vm, exc));
         let line = attr("lineno").and_then(|l| as_usize(&l));
         let mut traceback = format!("  File \"{USER_FILENAME}\"");
@@ -92,8 +96,12 @@ impl ErrorReport {
         {
             let trimmed = text.trim_end_matches(['\n', '\r']);
             let indent = trimmed.len() - trimmed.trim_start().len();
-            traceback.push_str(&format!("    {}\n", trimmed.trim_start()));
-            if let Some(offset) = attr("offset").and_then(|o| as_usize(&o)) {
+            let quoted = truncate(trimmed.trim_start(), MAX_SOURCE_LINE_CHARS);
+            traceback.push_str(&format!("    {quoted}\n"));
+            if let Some(offset) = attr("offset")
+                .and_then(|o| as_usize(&o))
+                .filter(|&offset| offset <= MAX_SOURCE_LINE_CHARS)
+            {
                 let caret_at = offset.saturating_sub(1).saturating_sub(indent);
                 traceback.push_str(&format!("    {}^\n", " ".repeat(caret_at)));
             }
@@ -118,8 +126,18 @@ impl ErrorReport {
 /// `str(exc)`, which may run user code (`__str__`); a failure there must not lose the report.
 fn exception_message(vm: &VirtualMachine, exc: &PyBaseExceptionRef) -> String {
     match exc.as_object().str(vm) {
-        Ok(s) => s.to_string(),
+        // RustPython leaves a trailing space on some messages ("maximum recursion depth
+        // exceeded ").
+        Ok(s) => truncate(s.to_string().trim_end(), MAX_MESSAGE_CHARS),
         Err(_) => "<exception str() failed>".to_owned(),
+    }
+}
+
+/// `text` cut to `max` characters, marked when cut.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
@@ -204,12 +222,10 @@ fn format_chain(vm: &VirtualMachine, exc: &PyBaseExceptionRef, source: &str) -> 
     chain
         .iter()
         .rev()
-        .map(|(exc, link)| {
-            let mut text = format_one(vm, exc, source);
-            if let Some(link) = link {
-                text = format!("{text}\n\n{link}\n\n");
-            }
-            text
+        .map(|(exc, link)| match link {
+            // The link describes how this exception relates to the one printed before it.
+            Some(link) => format!("\n\n{link}\n\n{}", format_one(vm, exc, source)),
+            None => format_one(vm, exc, source),
         })
         .collect()
 }
@@ -256,6 +272,6 @@ fn write_frame(out: &mut String, frame: &Frame, lines: &[&str]) {
         .map(|l| l.trim())
         .filter(|l| !l.is_empty())
     {
-        out.push_str(&format!("    {text}\n"));
+        out.push_str(&format!("    {}\n", truncate(text, MAX_SOURCE_LINE_CHARS)));
     }
 }

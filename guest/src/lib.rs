@@ -9,10 +9,11 @@
 //! no stream it replaces, can pass for the reply.
 //!
 //! # Pre-initialisation
-//! `wizer-initialize` builds the interpreter, imports the modules users reach for and runs a few
-//! warm-up requests through the real code path, so that the snapshot taken by wasmtime-wizer
-//! starts every execution with all of that done. Without a snapshot, `main` builds the
-//! interpreter itself (the cold path the benchmarks compare against).
+//! The guest is a library module (a WASI "reactor" without `_initialize`): the host calls `run`
+//! once per instance. `wizer-initialize` runs the module's constructors, builds the interpreter,
+//! imports the modules users reach for and runs a few warm-up requests through the real code
+//! path, so every instance of the snapshot starts with all of that done. Without a snapshot,
+//! `run` does the initialisation itself (the cold path the benchmarks compare against).
 //!
 //! This crate may not touch anything outside the interpreter: no files, no environment, no
 //! clock beyond what Python's own modules ask for.
@@ -22,6 +23,7 @@ mod host;
 mod report;
 
 use std::cell::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustpython::InterpreterBuilderExt;
 use rustpython_vm::{
@@ -71,12 +73,26 @@ const PRELOADED_MODULES: &[&str] = &[
     "string",
     "struct",
     "textwrap",
+    "threading",
     "time",
     "types",
     "typing",
     "unicodedata",
     "uuid",
 ];
+
+/// Run once before the snapshot: there are no threads in the sandbox, and without this
+/// RustPython's single-threaded `_thread` would run a "thread" synchronously instead of failing.
+const REFUSE_THREADS: &str = "
+import _thread, threading
+def _refuse_thread(*args, **kwargs):
+    raise RuntimeError(\"can't start new thread: threads are not available in the sandbox\")
+for _module in (_thread, threading):
+    for _name in ('start_new_thread', 'start_new', 'start_joinable_thread',
+                  '_start_new_thread', '_start_joinable_thread'):
+        if hasattr(_module, _name):
+            setattr(_module, _name, _refuse_thread)
+";
 
 /// Requests run once during pre-initialisation so that every path a real request takes
 /// (success, exception, syntax error, unserialisable result, each module's first use) is
@@ -91,6 +107,22 @@ const WARM_UP_REQUESTS: &[&str] = &[
     r#"{"code": "result = {1, 2}", "data": {}}"#,
     r#"{"code": "import sys\nsys.exit(2)", "data": {}}"#,
 ];
+
+unsafe extern "C" {
+    /// The linker-generated runner of the module's (C and Rust) constructors.
+    fn __wasm_call_ctors();
+}
+
+/// Whether the constructors have run, in this instance or in the one the snapshot was taken of.
+static CONSTRUCTED: AtomicBool = AtomicBool::new(false);
+
+/// Runs the module's constructors, once.
+fn construct() {
+    if !CONSTRUCTED.swap(true, Ordering::Relaxed) {
+        // SAFETY: runs once per instance, before anything else in the module.
+        unsafe { __wasm_call_ctors() };
+    }
+}
 
 thread_local! {
     /// The one interpreter of this instance. Built by `wizer-initialize` before the snapshot,
@@ -140,12 +172,17 @@ fn with_interpreter<R>(f: impl FnOnce(&VirtualMachine) -> R) -> R {
 /// Pre-initialisation entry point, called once by wasmtime-wizer before it snapshots memory.
 #[unsafe(export_name = "wizer-initialize")]
 pub extern "C" fn wizer_initialize() {
+    construct();
     with_interpreter(|vm| {
         for module in PRELOADED_MODULES {
             if let Err(exc) = vm.import(*module, 0) {
                 vm.print_exception(&exc);
                 panic!("pre-initialisation could not import {module}");
             }
+        }
+        if let Err(exc) = vm.run_simple_string(REFUSE_THREADS) {
+            vm.print_exception(&exc);
+            panic!("pre-initialisation could not disable threads");
         }
         for request in WARM_UP_REQUESTS {
             execute(vm, request.as_bytes());
@@ -160,7 +197,12 @@ pub extern "C" fn wizer_initialize() {
     });
 }
 
-fn main() {
+/// Runs the request the host holds and hands it the reply. The host calls this once per
+/// instance.
+#[unsafe(export_name = "run")]
+pub extern "C" fn run_request() {
+    construct();
+    reseed_thread_rng();
     let request = host::read_request();
     let reply = with_interpreter(|vm| execute(vm, &request));
     host::send_reply(reply.as_bytes());
@@ -223,6 +265,12 @@ fn is_clean_exit(vm: &VirtualMachine, exc: &PyBaseExceptionRef) -> bool {
                     .is_some_and(|i| i.as_bigint() == &malachite_bigint::BigInt::from(0))
         }
     }
+}
+
+/// RustPython seeds `random.Random` from `rand`'s thread-local generator, whose state is part of
+/// the snapshot: give it fresh entropy (WASI `random_get`) before anything draws from it.
+fn reseed_thread_rng() {
+    rand::rng().reseed().expect("WASI random_get does not fail");
 }
 
 /// Every run draws fresh entropy: the snapshot's `random` state is the same in every instance.

@@ -1,0 +1,139 @@
+//! The wasmtime engine and the compiled guest module, with the on-disk cache that makes a warm
+//! start take milliseconds instead of the ~11 s Cranelift needs for the 40 MB guest.
+
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use anyhow::Context;
+use wasmtime::{Config, Engine, Module, OptLevel};
+
+/// The pre-initialised guest, embedded so that `pyexec` is one self-contained file.
+pub static GUEST_WASM: &[u8] = include_bytes!("../../assets/python.wasm");
+
+/// `sha256sum` line of [`GUEST_WASM`], committed beside it; identifies the module in the cache
+/// without hashing 40 MB at every start.
+pub static GUEST_SHA256: &str = include_str!("../../assets/python.wasm.sha256");
+
+/// Wasm stack the guest may use. The guest's shadow stack (8 MiB, in linear memory) and this
+/// are sized together so that Python's recursion limit (1000) is reached first even through
+/// `functools.cache` wrappers; see assets/README.md for the measurement.
+pub const MAX_WASM_STACK: usize = 8 << 20;
+
+/// Initial heaps up to this size always get a copy-on-write image.
+const GUARANTEED_DENSE_IMAGE: u64 = 256 << 20;
+
+/// Builds the engine every execution shares, and the cache key of what it compiles.
+pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        // Unused (executions are synchronous) but checked against max_wasm_stack.
+        .async_stack_size(MAX_WASM_STACK + (1 << 20))
+        .cranelift_opt_level(OptLevel::Speed)
+        // The snapshot's heap spans ~85 MiB, sparsely: without this, wasmtime skips the
+        // copy-on-write image and copies 10,000 data segments into every instance (~25 ms).
+        .memory_guaranteed_dense_image_size(GUARANTEED_DENSE_IMAGE)
+        // The guest is plain wasm32-wasip1 Rust: switch off every proposal it does not use
+        // (threads and GC are not even compiled into this wasmtime).
+        .wasm_simd(false)
+        .wasm_relaxed_simd(false)
+        .wasm_multi_memory(false)
+        .wasm_memory64(false)
+        .wasm_tail_call(false)
+        .wasm_gc(false)
+        .wasm_stack_switching(false)
+        .wasm_wide_arithmetic(false)
+        .wasm_custom_page_sizes(false)
+        .wasm_component_model(false);
+    if pooling {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_memories(64)
+            .total_tables(64)
+            .total_core_instances(64)
+            .max_memory_size(1 << 32);
+        config.allocation_strategy(pool);
+    }
+    let engine = Engine::new(&config)?;
+    // wasmtime's compatibility hash leaves out settings that change the compiled artefact
+    // (how memory is initialised, for one); the whole configuration goes into the key.
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{config:?}").hash(&mut hasher);
+    Ok((engine, hasher.finish()))
+}
+
+/// Compiles the guest, or loads it from `cache_dir` when an earlier run compiled it with a
+/// compatible engine. A cache file that fails to load is replaced.
+pub fn load_guest(
+    engine: &Engine,
+    engine_key: u64,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Module> {
+    let Some(cache_dir) = cache_dir else {
+        return compile(engine);
+    };
+    let guest = GUEST_SHA256.get(..16).unwrap_or("unknown");
+    let path = cache_dir.join(format!("python-{guest}-{engine_key:016x}.cwasm"));
+    if path.exists() {
+        match deserialize(engine, &path) {
+            Ok(module) => return Ok(module),
+            Err(err) => tracing::warn!(
+                path = %path.display(),
+                "discarding unusable compiled-module cache: {err:#}"
+            ),
+        }
+    }
+    let module = compile(engine)?;
+    if let Err(err) = store(&module, cache_dir, &path) {
+        tracing::warn!(path = %path.display(), "could not cache the compiled module: {err:#}");
+    }
+    Ok(module)
+}
+
+fn compile(engine: &Engine) -> anyhow::Result<Module> {
+    let started = std::time::Instant::now();
+    let module = Module::new(engine, GUEST_WASM)
+        .map_err(anyhow::Error::from)
+        .context("compiling the guest module")?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "compiled the guest module"
+    );
+    Ok(module)
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
+    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. The cache lives in
+    // the data directory, which is created private to the service's user (0700) and also holds
+    // the key database: whoever can write it already controls the service. wasmtime still
+    // checks the file's header, version and engine compatibility.
+    Ok(unsafe { Module::deserialize_file(engine, path) }?)
+}
+
+fn store(module: &Module, cache_dir: &Path, path: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let bytes = module.serialize()?;
+    // Write-then-rename, so concurrent starts (or test binaries) never see a partial file.
+    let partial = cache_dir.join(format!(
+        ".partial-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let written = fs::File::create(&partial)
+        .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}

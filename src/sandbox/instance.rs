@@ -1,0 +1,355 @@
+//! One execution: a fresh `Store` and instance of the guest, its limits, the `pyexec.*` imports
+//! that carry the request and the reply, and the classification of how it ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use wasmtime::{
+    Caller, Engine, InstancePre, Linker, Module, ModuleExport, ResourceLimiter, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::outcome::{ErrorKind, ExecutionError, Outcome};
+use super::wasi::{self, OutputCapture};
+
+/// How often the engine's epoch advances; deadlines and cancellation are checked this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of linear-memory tables may hold; the guest's one table never grows.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Why the host stopped an execution. Travels through wasmtime as the error of a trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    /// The guest delivered its reply; nothing may run after it.
+    #[error("the guest replied")]
+    Replied,
+    /// The wall-clock deadline passed.
+    #[error("the wall-clock deadline passed")]
+    Timeout,
+    /// The caller gave up on the execution (e.g. the client disconnected).
+    #[error("the execution was cancelled")]
+    Cancelled,
+    /// The guest asked for more linear memory than its limit.
+    #[error("the memory limit was reached")]
+    MemoryLimit,
+    /// stdout + stderr, or the reply, outgrew the output limit.
+    #[error("the output limit was reached")]
+    OutputLimit,
+}
+
+/// The limits of one execution.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub fuel: u64,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub output_bytes: usize,
+}
+
+/// The `T` of each execution's `Store`.
+pub struct ExecutionState {
+    wasi: WasiP1Ctx,
+    /// The request document, handed over once through `pyexec.request_read`.
+    request: Vec<u8>,
+    /// The reply document, once the guest has sent it.
+    reply: Option<Vec<u8>>,
+    limits: RunLimits,
+    deadline: Instant,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl ExecutionState {
+    /// Whether the execution may go on: not past its deadline, not cancelled.
+    fn check(&self) -> Result<(), Stop> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(Stop::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Err(Stop::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Blocks the calling (worker) thread until `wake`, but never past the deadline or a
+    /// cancellation.
+    pub fn sleep_until(&self, wake: Instant) -> Result<(), Stop> {
+        loop {
+            let now = Instant::now();
+            if now >= wake {
+                return Ok(());
+            }
+            self.check()?;
+            let until = wake.min(self.deadline).min(now + EPOCH_TICK);
+            std::thread::sleep(until.saturating_duration_since(now));
+        }
+    }
+}
+
+impl ResourceLimiter for ExecutionState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            return Err(Stop::MemoryLimit.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// The guest, linked and ready to instantiate: built once, shared by every execution.
+pub struct Guest {
+    engine: Engine,
+    pre: InstancePre<ExecutionState>,
+    start: ModuleExport,
+}
+
+impl Guest {
+    pub fn new(engine: Engine, module: &Module) -> anyhow::Result<Self> {
+        let mut linker: Linker<ExecutionState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state| &mut state.wasi)?;
+        wasi::add_poll_oneoff(&mut linker)?;
+        add_protocol(&mut linker)?;
+        let pre = linker.instantiate_pre(module)?;
+        let start = module
+            .get_export_index("run")
+            .ok_or_else(|| anyhow::anyhow!("the guest module has no `run` export"))?;
+        Ok(Self { engine, pre, start })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs `request` (the guest's request document) in a fresh instance.
+    pub fn run(&self, request: Vec<u8>, limits: RunLimits, cancelled: Arc<AtomicBool>) -> Outcome {
+        let started = Instant::now();
+        let output = OutputCapture::new(limits.output_bytes);
+        let state = ExecutionState {
+            wasi: wasi::context(&output),
+            request,
+            reply: None,
+            limits,
+            deadline: started + limits.timeout,
+            cancelled,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        store
+            .set_fuel(limits.fuel)
+            .expect("fuel metering is enabled on the engine");
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            context.data().check()?;
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let ended = self.pre.instantiate(&mut store).and_then(|instance| {
+            let start = instance
+                .get_module_export(&mut store, &self.start)
+                .and_then(|export| export.into_func())
+                .ok_or_else(|| wasmtime::format_err!("`run` is not a function"))?;
+            start.typed::<(), ()>(&store)?.call(&mut store, ())
+        });
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+        let reply = store.data_mut().reply.take();
+        drop(store);
+        let duration = started.elapsed();
+        let (stdout, stderr) = output.take();
+        Outcome {
+            result: classify(ended, reply, &limits),
+            stdout,
+            stderr,
+            fuel_used,
+            duration,
+        }
+    }
+}
+
+/// The `pyexec` imports of the guest (see guest/src/host.rs).
+fn add_protocol(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "pyexec",
+        "request_len",
+        |caller: Caller<'_, ExecutionState>| caller.data().request.len() as u32,
+    )?;
+    linker.func_wrap(
+        "pyexec",
+        "request_read",
+        |mut caller: Caller<'_, ExecutionState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
+            let request = std::mem::take(&mut caller.data_mut().request);
+            if len as usize != request.len() {
+                wasmtime::bail!(
+                    "pyexec.request_read: asked for {len} bytes, have {}",
+                    request.len()
+                );
+            }
+            guest_memory(&mut caller)?.write(&mut caller, ptr as usize, &request)?;
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        "pyexec",
+        "reply",
+        |mut caller: Caller<'_, ExecutionState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
+            // The guest caps the result at the output limit; the rest of the reply is small.
+            if len as usize > caller.data().limits.output_bytes + 64 * 1024 {
+                return Err(Stop::OutputLimit.into());
+            }
+            let mut reply = vec![0; len as usize];
+            guest_memory(&mut caller)?.read(&caller, ptr as usize, &mut reply)?;
+            caller.data_mut().reply = Some(reply);
+            Err(Stop::Replied.into())
+        },
+    )?;
+    Ok(())
+}
+
+fn guest_memory(caller: &mut Caller<'_, ExecutionState>) -> wasmtime::Result<wasmtime::Memory> {
+    caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))
+}
+
+/// The guest's reply document.
+#[derive(Deserialize)]
+struct Reply {
+    ok: bool,
+    result: Option<Box<RawValue>>,
+    error: Option<ExecutionError>,
+}
+
+/// Maps how the guest's `run` ended to the execution's result.
+fn classify(
+    ended: wasmtime::Result<()>,
+    reply: Option<Vec<u8>>,
+    limits: &RunLimits,
+) -> Result<Box<RawValue>, ExecutionError> {
+    let error = match ended {
+        Ok(()) => wasmtime::format_err!("the guest returned without replying"),
+        Err(error) => error,
+    };
+    if let Some(stop) = error.downcast_ref::<Stop>() {
+        return match stop {
+            Stop::Replied => parse_reply(reply.as_deref().unwrap_or_default()),
+            Stop::Timeout | Stop::Cancelled => Err(ExecutionError::limit(
+                ErrorKind::Timeout,
+                "TimeoutError",
+                format!(
+                    "the execution ran past its wall-clock limit of {}",
+                    format_duration(limits.timeout)
+                ),
+            )),
+            Stop::MemoryLimit => Err(ExecutionError::limit(
+                ErrorKind::MemoryLimit,
+                "MemoryError",
+                format!(
+                    "the execution needed more than its memory limit of {} MiB",
+                    limits.memory_bytes >> 20
+                ),
+            )),
+            Stop::OutputLimit => Err(ExecutionError::limit(
+                ErrorKind::OutputLimit,
+                "OutputLimitExceeded",
+                format!(
+                    "the execution wrote more than its output limit of {} bytes",
+                    limits.output_bytes
+                ),
+            )),
+        };
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        match trap {
+            Trap::OutOfFuel => {
+                return Err(ExecutionError::limit(
+                    ErrorKind::FuelExhausted,
+                    "FuelExhausted",
+                    format!(
+                        "the execution used up its fuel ({} units of CPU work)",
+                        limits.fuel
+                    ),
+                ));
+            }
+            Trap::StackOverflow => {
+                return Err(ExecutionError::limit(
+                    ErrorKind::StackOverflow,
+                    "StackOverflow",
+                    "the execution exhausted the interpreter's stack (recursion too deep)".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Err(ExecutionError::limit(
+            ErrorKind::ProcessExit,
+            "ProcessExit",
+            format!(
+                "the code ended the interpreter with exit status {} before it finished",
+                exit.0
+            ),
+        ));
+    }
+    tracing::error!(error = ?error, "guest failed outside any limit");
+    Err(ExecutionError::internal())
+}
+
+fn parse_reply(reply: &[u8]) -> Result<Box<RawValue>, ExecutionError> {
+    match serde_json::from_slice::<Reply>(reply) {
+        // serde reads a `null` result as `None`.
+        Ok(Reply {
+            ok: true, result, ..
+        }) => Ok(result.unwrap_or_else(|| RawValue::NULL.to_owned())),
+        Ok(Reply {
+            ok: false,
+            error: Some(error),
+            ..
+        }) => Err(error),
+        Ok(_) => {
+            tracing::error!("guest reply has neither a result nor an error");
+            Err(ExecutionError::internal())
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "guest reply is not valid");
+            Err(ExecutionError::internal())
+        }
+    }
+}
+
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}

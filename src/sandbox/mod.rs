@@ -1,0 +1,327 @@
+//! The sandbox owns everything between "here is code + data + limits" and "here is the
+//! outcome": the embedded guest module, the wasmtime engine, the worker threads that run
+//! executions off the async reactor, and the bounded queue in front of them. Nothing else in the
+//! crate touches wasmtime; the sandbox knows nothing of keys, quotas or HTTP.
+//!
+//! Every execution gets a fresh `Store` and instance from one shared `InstancePre`, its own fuel,
+//! wall-clock deadline, memory cap and output cap, and ends in an [`Outcome`] whose error, if
+//! any, has a distinct [`ErrorKind`] per limit.
+
+mod engine;
+mod instance;
+mod outcome;
+mod wasi;
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK};
+use self::instance::{EPOCH_TICK, Guest, RunLimits};
+pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
+pub use self::wasi::CLOCK_RESOLUTION;
+
+/// Limits applied to every execution unless a key overrides its fuel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (units of wasm work) per execution; 10^9 is roughly 0.1 s of CPU here.
+    pub fuel: u64,
+    /// Wall-clock time per execution, covering what fuel does not (sleeping, waiting).
+    pub timeout: Duration,
+    /// Linear memory per execution, in bytes.
+    pub memory_bytes: usize,
+    /// stdout + stderr per execution, in bytes; also the cap on the serialised `result`.
+    pub output_bytes: usize,
+    /// Code plus data per execution, in bytes.
+    pub input_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            timeout: Duration::from_secs(5),
+            memory_bytes: 256 << 20,
+            output_bytes: 1 << 20,
+            input_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How to build a [`Sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The default limits.
+    pub limits: Limits,
+    /// Worker threads, i.e. executions running at once.
+    pub workers: usize,
+    /// Executions that may wait for a worker; past that, [`Rejected::Overloaded`].
+    pub queue: usize,
+    /// Where the compiled guest is cached; `None` compiles at every start.
+    pub cache_dir: Option<PathBuf>,
+    /// Use wasmtime's pooling allocator instead of on-demand allocation (see README, the
+    /// measurement chose on-demand).
+    pub pooling: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            limits: Limits::default(),
+            workers,
+            queue: 64,
+            cache_dir: None,
+            pooling: false,
+        }
+    }
+}
+
+/// One execution to run.
+#[derive(Debug)]
+pub struct Execution {
+    /// Python source, run as `__main__`.
+    pub code: String,
+    /// JSON bound to the global `data` (`null` when absent).
+    pub data: Option<Box<RawValue>>,
+    /// Fuel for this execution instead of the default (a key's own limit).
+    pub fuel: Option<u64>,
+}
+
+/// How busy the sandbox is, for metrics and load shedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Executions running on a worker.
+    pub running: usize,
+    /// Executions waiting for a worker.
+    pub queued: usize,
+    /// Most executions running or queued at once.
+    pub capacity: usize,
+}
+
+/// Cheap handle to the sandbox; clones share the workers and the compiled guest.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: Limits,
+    capacity: usize,
+    /// One permit per execution running or queued.
+    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
+    running: Arc<AtomicUsize>,
+}
+
+struct Job {
+    request: Vec<u8>,
+    limits: RunLimits,
+    cancelled: Arc<AtomicBool>,
+    done: oneshot::Sender<Outcome>,
+    /// Held until the job is finished or dropped, so a cancelled job frees its slot.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Sandbox {
+    /// Loads (or compiles and caches) the guest and starts the workers.
+    pub fn new(config: SandboxConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.workers > 0, "the sandbox needs at least one worker");
+        let started = Instant::now();
+        let (engine, engine_key) = engine::engine(config.pooling)?;
+        let module = engine::load_guest(&engine, engine_key, config.cache_dir.as_deref())?;
+        let guest = Arc::new(Guest::new(engine, &module)?);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "guest ready"
+        );
+
+        let weak_engine = guest.engine().weak();
+        std::thread::Builder::new()
+            .name("pyexec-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak_engine.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let running = Arc::new(AtomicUsize::new(0));
+        for n in 0..config.workers {
+            let (guest, queue, running) = (guest.clone(), queue.clone(), running.clone());
+            std::thread::Builder::new()
+                .name(format!("pyexec-worker-{n}"))
+                // wasm runs on this thread's stack: room for the guest's plus the host's frames.
+                .stack_size(MAX_WASM_STACK + (8 << 20))
+                .spawn(move || work(&guest, &queue, &running))?;
+        }
+        let capacity = config.workers + config.queue;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                limits: config.limits,
+                capacity,
+                permits: Arc::new(Semaphore::new(capacity)),
+                jobs,
+                running,
+            }),
+        })
+    }
+
+    /// The default limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Executions running and queued now.
+    pub fn load(&self) -> Load {
+        let in_flight = self.inner.capacity - self.inner.permits.available_permits();
+        let running = self.inner.running.load(Ordering::Relaxed).min(in_flight);
+        Load {
+            running,
+            queued: in_flight - running,
+            capacity: self.inner.capacity,
+        }
+    }
+
+    /// Checks an execution's input and takes a place for it in the queue. Refuses at once,
+    /// without waiting, when the input is too large or the sandbox is at capacity.
+    pub fn prepare(&self, execution: Execution) -> Result<Prepared, Rejected> {
+        let limits = self.inner.limits;
+        let input = execution.code.len() + execution.data.as_ref().map_or(0, |d| d.get().len());
+        if input > limits.input_bytes {
+            return Err(Rejected::InputTooLarge {
+                size: input,
+                limit: limits.input_bytes,
+            });
+        }
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Rejected::Overloaded {
+                capacity: self.inner.capacity,
+            })?;
+        let request = GuestRequest {
+            code: &execution.code,
+            data: execution.data.as_deref(),
+            output_limit: limits.output_bytes,
+        };
+        Ok(Prepared {
+            jobs: self.inner.jobs.clone(),
+            request: serde_json::to_vec(&request).expect("a guest request serialises"),
+            limits: RunLimits {
+                fuel: execution.fuel.unwrap_or(limits.fuel),
+                timeout: limits.timeout,
+                memory_bytes: limits.memory_bytes,
+                output_bytes: limits.output_bytes,
+            },
+            permit,
+        })
+    }
+
+    /// [`prepare`](Self::prepare)s and [`run`](Prepared::run)s one execution.
+    pub async fn execute(&self, execution: Execution) -> Result<Outcome, Rejected> {
+        Ok(self.prepare(execution)?.run().await)
+    }
+}
+
+/// An execution that passed its checks and holds a place in the queue; dropping it unrun gives
+/// the place back.
+pub struct Prepared {
+    jobs: mpsc::Sender<Job>,
+    request: Vec<u8>,
+    limits: RunLimits,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Prepared {
+    /// Runs the execution on the next free worker. Dropping the returned future cancels it.
+    pub async fn run(self) -> Outcome {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let (done, outcome) = oneshot::channel();
+        let job = Job {
+            request: self.request,
+            limits: self.limits,
+            cancelled: cancelled.clone(),
+            done,
+            _permit: self.permit,
+        };
+        if self.jobs.send(job).is_err() {
+            return worker_lost();
+        }
+        let cancel_on_drop = CancelOnDrop(cancelled);
+        let outcome = outcome.await.unwrap_or_else(|_| worker_lost());
+        std::mem::forget(cancel_on_drop);
+        outcome
+    }
+}
+
+/// The request document of the guest protocol (guest/src/main.rs).
+#[derive(Serialize)]
+struct GuestRequest<'a> {
+    code: &'a str,
+    data: Option<&'a RawValue>,
+    output_limit: usize,
+}
+
+/// Flags the execution as cancelled when the caller stops waiting for it.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn work(guest: &Guest, queue: &Mutex<mpsc::Receiver<Job>>, running: &AtomicUsize) {
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(job) = job else {
+            return; // the sandbox was dropped
+        };
+        let Job {
+            request,
+            limits,
+            cancelled,
+            done,
+            _permit: permit,
+        } = job;
+        if cancelled.load(Ordering::Relaxed) {
+            continue;
+        }
+        running.fetch_add(1, Ordering::Relaxed);
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| guest.run(request, limits, cancelled)))
+                .unwrap_or_else(|_| {
+                    tracing::error!("an execution panicked in the host");
+                    worker_lost()
+                });
+        // Free the slot before answering, so the caller never sees its own execution as load.
+        running.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+        let _ = done.send(outcome);
+    }
+}
+
+fn worker_lost() -> Outcome {
+    Outcome {
+        result: Err(ExecutionError::internal()),
+        stdout: String::new(),
+        stderr: String::new(),
+        fuel_used: 0,
+        duration: Duration::ZERO,
+    }
+}
