@@ -29,6 +29,12 @@ pub enum StoreError {
     Invalid { field: &'static str, reason: String },
     #[error("cannot sync the key database to disk")]
     Sync(#[source] std::io::Error),
+    #[error("cannot make {path} private")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A group-commit flush failed; the message is the flush error's.
     #[error("cannot make usage durable: {0}")]
     Commit(String),

@@ -3,8 +3,9 @@
 //! tree; may not touch HTTP or the sandbox.
 
 use std::fmt;
+use std::fs::Permissions;
 use std::fs::{DirBuilder, File, TryLockError};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +125,12 @@ impl KeyStore {
                 },
                 e => StoreError::Db(e),
             })?;
+        std::fs::set_permissions(&db_path, Permissions::from_mode(0o700)).map_err(|source| {
+            StoreError::Permissions {
+                path: db_path.clone(),
+                source,
+            }
+        })?;
         let keys = db.open_tree(KEYS_TREE)?;
         let log = Arc::new(File::open(db_path.join("db")).map_err(StoreError::Sync)?);
         // Make the (possibly new) directory entries themselves durable, once.

@@ -399,7 +399,11 @@ fn open_creates_a_private_data_dir_and_a_second_open_is_locked() {
     let store = open(&data_dir);
     let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
-    assert!(data_dir.join(DB_DIR).is_dir());
+    let db_mode = std::fs::metadata(data_dir.join(DB_DIR))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(db_mode & 0o777, 0o700);
 
     match KeyStore::open(&data_dir) {
         Err(StoreError::Locked { path }) => assert_eq!(path, data_dir.join(DB_DIR)),
