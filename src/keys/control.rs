@@ -268,7 +268,9 @@ async fn handle_connection(stream: UnixStream, store: KeyStore) {
         if n == 0 {
             return;
         }
-        let too_long = !line.ends_with('\n');
+        // No newline: either the line hit the cap, or the client sent its last request
+        // without one and closed its side; the latter is answered normally.
+        let too_long = !line.ends_with('\n') && n as u64 >= MAX_LINE;
         let response = if too_long {
             bad_request(format!("request line longer than {MAX_LINE} bytes"))
         } else {

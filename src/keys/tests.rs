@@ -534,6 +534,37 @@ fn only_the_hash_is_stored() {
     }
 }
 
+#[test]
+fn key_store_is_a_cheap_shareable_handle() {
+    fn assert_handle<T: Clone + Send + Sync + 'static>() {}
+    assert_handle::<KeyStore>();
+}
+
+#[test]
+fn debug_of_control_messages_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (key, record) = store.create(new_key(Env::Test, 1)).unwrap();
+    let secret = &key.expose_secret()[token::KEY_ID_LEN..];
+    let request = control::Request::Revoke { key: key_ref(&key) };
+    let again = ApiKey::parse(key.expose_secret()).unwrap();
+    let reply = control::Reply::Created { key: again, record };
+    for shown in [
+        format!("{request:?}"),
+        format!("{reply:?}"),
+        format!("{store:?}"),
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!shown.contains(&key.hash().to_hex()), "{shown}");
+    }
+    // The wire form of a `created` reply is the one place the plaintext is sent.
+    assert!(
+        serde_json::to_string(&reply)
+            .unwrap()
+            .contains(key.expose_secret())
+    );
+}
+
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -1060,6 +1091,14 @@ fn control_socket_rejects_bad_requests() {
     long.push(b'\n');
     let reply = raw_call(dir.path(), &long);
     assert!(reply.contains("longer than"), "{reply}");
+    // A last request without a newline, followed by EOF, is still answered.
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(control_socket_path(dir.path())).unwrap();
+    stream.write_all(b"{\"op\":\"list\"}").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("{\"ok\":{\"records\":"), "{reply}");
     // Several requests on one connection are answered in order.
     let show = format!("{{\"op\":\"show\",\"key\":\"{}\"}}\n", key.expose_secret());
     let mut stream =
