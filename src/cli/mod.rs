@@ -1,24 +1,49 @@
 //! The command line: `pyexec serve`, `pyexec run`, `pyexec keys …`, `pyexec completions`.
 //! Each subcommand lives in its own module with its `Args` and `run()`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub mod keys;
 
 /// Runs untrusted Python safely and fast, behind an HTTP API.
 #[derive(Debug, Parser)]
 #[command(name = "pyexec", version, about, long_about = None)]
 pub struct Cli {
+    /// Directory holding the key database and, while `pyexec serve` runs, its control socket
+    #[arg(
+        long,
+        global = true,
+        env = "PYEXEC_DATA_DIR",
+        default_value = "data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
 
 /// Runs the parsed command line; errors are printed once, here.
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let result = match cli.command {
+        Command::Keys(command) => command.run(&cli.data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
@@ -29,5 +54,32 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    /// Every subcommand has an about text and every argument a help text.
+    #[test]
+    fn help_is_complete() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() {
+                missing.push(format!("`{path}` has no about text"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("`{path}` argument `{}` has no help", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &path, missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = Cli::command();
+        cli.build();
+        walk(&cli, "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 }

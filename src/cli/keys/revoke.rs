@@ -1,0 +1,33 @@
+//! `pyexec keys revoke KEY`: permanently disables a key.
+
+use std::path::Path;
+
+use super::output::{KeyJson, clean, print, print_json, status};
+use super::{KeyArg, OutputArgs};
+
+/// Revoke an API key: it is refused from now on, also by a running server; this cannot be
+/// undone
+///
+/// Revoking an already revoked key changes nothing and keeps the original revocation time.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    key: KeyArg,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
+    let key = args.key.parse()?;
+    let record = super::open(data_dir)?.revoke(key)?;
+    if args.output.json {
+        return print_json(&KeyJson::new(&record));
+    }
+    print(&format!(
+        "Revoked {} (\"{}\"): {}.\n",
+        record.id,
+        clean(&record.name),
+        status(&record),
+    ))
+}

@@ -1,0 +1,262 @@
+//! Per-key, per-minute rate limiting with GCRA (the generic cell rate algorithm), in memory.
+//! Owns only the limiter state; may not touch sled. Time comes from an injectable [`Clock`].
+//!
+//! A key allowed `N` per minute has emission interval `T = 60 s / N` and may burst up to `N`.
+//! The only state per key is its theoretical arrival time `TAT`: a request at `t` is allowed
+//! iff `max(TAT, t) + T − t ≤ N·T`, and then `TAT := max(TAT, t) + T`. The bucket is full
+//! again at `TAT`, so `reset_after = TAT − t`. State is lost on restart, which errs towards
+//! allowing (a fresh full budget).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::token::KeyId;
+
+/// Entries beyond this many trigger dropping the ones whose bucket is full again.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// A monotonic clock: time elapsed since an arbitrary, fixed origin.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Duration;
+}
+
+/// [`Instant`]-based clock used outside tests.
+pub struct MonotonicClock(Instant);
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        MonotonicClock(Instant::now())
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// What the API layer reports to a client (e.g. as `RateLimit-*` / `Retry-After` headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    /// Whether this request may proceed (for a peek: whether one more would).
+    pub allowed: bool,
+    /// Requests per minute for this key.
+    pub limit: u32,
+    /// Requests still allowed right now, after this one.
+    pub remaining: u32,
+    /// Until the budget is full (`limit` remaining) again.
+    pub reset_after: Duration,
+    /// When `!allowed`: how long until one more request would be allowed.
+    pub retry_after: Option<Duration>,
+}
+
+pub struct RateLimiter {
+    clock: Arc<dyn Clock>,
+    tats: Mutex<HashMap<KeyId, Duration>>,
+}
+
+impl RateLimiter {
+    pub fn new(clock: Arc<dyn Clock>) -> RateLimiter {
+        RateLimiter {
+            clock,
+            tats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Consumes one unit of `key`'s budget if it has one.
+    pub fn check(&self, key: &KeyId, per_minute: u32) -> RateLimitStatus {
+        let (interval, window) = shape(per_minute);
+        let now = self.clock.now();
+        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        let new_tat = tat + interval;
+        if new_tat > now + window {
+            return RateLimitStatus {
+                allowed: false,
+                limit: per_minute,
+                remaining: 0,
+                reset_after: tat - now,
+                retry_after: Some(new_tat - window - now),
+            };
+        }
+        if tats.len() > PRUNE_ABOVE {
+            tats.retain(|_, t| *t > now);
+        }
+        tats.insert(key.clone(), new_tat);
+        RateLimitStatus {
+            allowed: true,
+            limit: per_minute,
+            remaining: remaining(now, new_tat, interval, window),
+            reset_after: new_tat - now,
+            retry_after: None,
+        }
+    }
+
+    /// The current budget, without consuming any.
+    pub fn peek(&self, key: &KeyId, per_minute: u32) -> RateLimitStatus {
+        let (interval, window) = shape(per_minute);
+        let now = self.clock.now();
+        let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        let remaining = remaining(now, tat, interval, window);
+        RateLimitStatus {
+            allowed: remaining > 0,
+            limit: per_minute,
+            remaining,
+            reset_after: tat - now,
+            retry_after: (remaining == 0).then(|| tat + interval - window - now),
+        }
+    }
+}
+
+/// Emission interval and burst window (`N·T`, within a few ns of 60 s) for `per_minute`.
+fn shape(per_minute: u32) -> (Duration, Duration) {
+    let n = per_minute.max(1);
+    let interval = Duration::from_secs(60) / n;
+    (interval, interval * n)
+}
+
+fn remaining(now: Duration, tat: Duration, interval: Duration, window: Duration) -> u32 {
+    let headroom = (now + window).saturating_sub(tat);
+    u32::try_from(headroom.as_nanos() / interval.as_nanos()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A clock the test moves by hand.
+    #[derive(Default)]
+    pub(crate) struct ManualClock(Mutex<Duration>);
+
+    impl ManualClock {
+        pub(crate) fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Duration {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn limiter() -> (Arc<ManualClock>, RateLimiter) {
+        let clock = Arc::new(ManualClock::default());
+        (clock.clone(), RateLimiter::new(clock))
+    }
+
+    fn id(s: &str) -> KeyId {
+        KeyId::parse(s).unwrap()
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn allows_a_full_burst_then_denies_with_retry_after() {
+        let (_clock, rl) = limiter();
+        let k = id("sk_test_AAAAAAAA");
+        for i in 1..=60 {
+            let s = rl.check(&k, 60);
+            assert!(s.allowed, "request {i}");
+            assert_eq!(s.remaining, 60 - i);
+            assert_eq!(s.reset_after, SEC * i);
+            assert_eq!(s.retry_after, None);
+        }
+        let denied = rl.check(&k, 60);
+        assert_eq!(
+            denied,
+            RateLimitStatus {
+                allowed: false,
+                limit: 60,
+                remaining: 0,
+                reset_after: SEC * 60,
+                retry_after: Some(SEC),
+            }
+        );
+        // A denied request does not consume budget.
+        assert_eq!(rl.check(&k, 60).reset_after, SEC * 60);
+    }
+
+    #[test]
+    fn budget_refills_at_the_emission_interval() {
+        let (clock, rl) = limiter();
+        let k = id("sk_test_AAAAAAAA");
+        for _ in 0..60 {
+            assert!(rl.check(&k, 60).allowed);
+        }
+        clock.advance(SEC / 2);
+        let s = rl.check(&k, 60);
+        assert!(!s.allowed);
+        assert_eq!(s.retry_after, Some(SEC / 2));
+        clock.advance(SEC / 2);
+        let s = rl.check(&k, 60);
+        assert!(s.allowed);
+        assert_eq!(s.remaining, 0);
+        clock.advance(SEC * 10);
+        assert_eq!(rl.peek(&k, 60).remaining, 10);
+        clock.advance(SEC * 60);
+        let full = rl.peek(&k, 60);
+        assert_eq!(full.remaining, 60);
+        assert_eq!(full.reset_after, Duration::ZERO);
+    }
+
+    #[test]
+    fn peek_does_not_consume() {
+        let (_clock, rl) = limiter();
+        let k = id("sk_test_AAAAAAAA");
+        let fresh = rl.peek(&k, 5);
+        assert_eq!(
+            fresh,
+            RateLimitStatus {
+                allowed: true,
+                limit: 5,
+                remaining: 5,
+                reset_after: Duration::ZERO,
+                retry_after: None,
+            }
+        );
+        for _ in 0..5 {
+            assert!(rl.check(&k, 5).allowed);
+            assert_eq!(rl.peek(&k, 5), rl.peek(&k, 5));
+        }
+        let empty = rl.peek(&k, 5);
+        assert!(!empty.allowed);
+        assert_eq!(empty.remaining, 0);
+        assert_eq!(empty.reset_after, SEC * 60);
+        assert_eq!(empty.retry_after, Some(SEC * 12));
+        assert!(!rl.check(&k, 5).allowed);
+    }
+
+    #[test]
+    fn keys_are_limited_independently() {
+        let (_clock, rl) = limiter();
+        let a = id("sk_test_AAAAAAAA");
+        let b = id("sk_prod_AAAAAAAA");
+        assert!(rl.check(&a, 1).allowed);
+        assert!(!rl.check(&a, 1).allowed);
+        assert!(rl.check(&b, 1).allowed);
+    }
+
+    #[test]
+    fn uneven_limits_still_allow_exactly_n_per_minute() {
+        let (clock, rl) = limiter();
+        let k = id("sk_test_AAAAAAAA");
+        let allowed = (0..100).filter(|_| rl.check(&k, 7).allowed).count();
+        assert_eq!(allowed, 7);
+        clock.advance(SEC * 60);
+        let allowed = (0..100).filter(|_| rl.check(&k, 7).allowed).count();
+        assert_eq!(allowed, 7);
+    }
+
+    #[test]
+    fn steady_traffic_at_the_limit_is_never_denied() {
+        let (clock, rl) = limiter();
+        let k = id("sk_test_AAAAAAAA");
+        for _ in 0..600 {
+            assert!(rl.check(&k, 120).allowed);
+            clock.advance(SEC / 2);
+        }
+    }
+}

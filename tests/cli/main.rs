@@ -1,0 +1,6 @@
+//! Integration tests of the `pyexec` binary, compiled as one test binary.
+
+mod help;
+mod helpers;
+mod keys;
+mod keys_via_server;
