@@ -9,6 +9,20 @@
 //! - [`api`] owns HTTP: routing, authentication, the error model and the JSON shapes.
 //! - [`cli`] owns the command line: one module per subcommand.
 
+pub mod api;
 pub mod cli;
 pub mod keys;
 pub mod sandbox;
+
+/// `error: source: source…`, the way `anyhow`'s `{:#}` prints a chain: for messages and logs of
+/// typed errors.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod keys;
+mod sandbox_args;
+mod serve;
 
 /// Runs untrusted Python safely and fast, behind an HTTP API.
 #[derive(Debug, Parser)]
@@ -28,6 +30,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Serve(serve::ServeArgs),
     #[command(subcommand)]
     Keys(keys::KeysCommand),
 }
@@ -35,7 +38,14 @@ pub enum Command {
 /// Runs the parsed command line; errors are printed once, here.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Keys(command) => command.run(&cli.data_dir),
+        Command::Serve(args) => {
+            init_tracing("info");
+            args.run(&cli.data_dir)
+        }
+        Command::Keys(command) => {
+            init_tracing("warn");
+            command.run(&cli.data_dir)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +54,21 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, filtered by `PYEXEC_LOG` (e.g. `debug`, `pyexec=debug,info`), as JSON
+/// lines when `PYEXEC_LOG_FORMAT=json`.
+fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PYEXEC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("PYEXEC_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[cfg(test)]

@@ -171,18 +171,6 @@ impl AdminError {
     }
 }
 
-/// `error: source: source…`, the way `anyhow`'s `{:#}` prints a chain.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
-}
-
 impl KeyStore {
     /// Binds `<data_dir>/control.sock` with mode 0600, replacing a stale socket file left by
     /// a server that died (safe: holding this store means holding the database lock, so no
@@ -308,19 +296,19 @@ async fn respond(store: &KeyStore, line: &str) -> Response {
         && result.is_ok()
         && let Err(error) = store.commit().await
     {
-        tracing::error!(op, error = %chain(&error), "control socket: commit failed");
+        tracing::error!(op, error = %crate::error_chain(&error), "control socket: commit failed");
         return Response::Error(WireError {
             kind: ErrorKind::Internal,
-            message: chain(&error),
+            message: crate::error_chain(&error),
         });
     }
     match result {
         Ok(reply) => Response::Ok(reply),
         Err(error) => {
-            tracing::info!(op, error = %chain(&error), "control socket: request failed");
+            tracing::info!(op, error = %crate::error_chain(&error), "control socket: request failed");
             Response::Error(WireError {
                 kind: error.kind(),
-                message: chain(&error),
+                message: crate::error_chain(&error),
             })
         }
     }

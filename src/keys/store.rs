@@ -141,7 +141,7 @@ impl KeyStore {
         }
         let committer = GroupCommit::new({
             let (db, log) = (db.clone(), Arc::clone(&log));
-            Box::new(move || durable_flush(&db, &log).map_err(|e| chain(&e)))
+            Box::new(move || durable_flush(&db, &log).map_err(|e| crate::error_chain(&e)))
         });
         Ok(KeyStore {
             data_dir: data_dir.into(),
@@ -399,18 +399,6 @@ impl KeyStore {
 fn durable_flush(db: &sled::Db, log: &File) -> Result<(), StoreError> {
     db.flush()?;
     log.sync_data().map_err(StoreError::Sync)
-}
-
-/// `error: source: source…`.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
 }
 
 /// Whether another open file description holds sled's lock on `db_path/db` (sled uses an

@@ -137,6 +137,30 @@ impl Sandbox {
         let (engine, engine_key) = engine::engine(config.pooling)?;
         let module = engine::load_guest(&engine, engine_key, config.cache_dir.as_deref())?;
         let guest = Arc::new(Guest::new(engine, &module)?);
+        // The first instance builds the copy-on-write memory image (~40 ms): pay that here,
+        // not in the first client's request.
+        let warm_up = guest.run(
+            serde_json::to_vec(&GuestRequest {
+                code: "result = 1",
+                data: None,
+                output_limit: 64,
+            })?,
+            RunLimits {
+                fuel: Limits::default().fuel,
+                timeout: Duration::from_secs(10),
+                memory_bytes: Limits::default().memory_bytes,
+                output_bytes: 64,
+            },
+            Arc::default(),
+        );
+        anyhow::ensure!(
+            warm_up
+                .result
+                .as_ref()
+                .is_ok_and(|result| result.get() == "1"),
+            "the guest failed its warm-up run: {:?}",
+            warm_up.result
+        );
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "guest ready"

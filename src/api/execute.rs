@@ -1,0 +1,172 @@
+//! `POST /execute`: the prototype's contract (`code`, `data` → `success`, `result`,
+//! `executions_left`) plus what it lacked: stdout, stderr, fuel, timing and structured errors.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Authenticated, ObjectBody};
+use super::quota::QuotaHeaders;
+use crate::keys::{AdmitError, KeyRecord};
+use crate::sandbox::{Execution, ExecutionError, Outcome, Rejected};
+
+/// The request body (documentation only: the handler reads fields one by one so that a 422
+/// names the field at fault).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ExecuteRequest {
+    /// Python source, run as the `__main__` module.
+    #[schema(example = "result = sum(data['numbers']) / len(data['numbers'])")]
+    code: String,
+    /// JSON object bound to the global `data`; `{}` when absent.
+    #[schema(value_type = Option<Object>, example = json!({"numbers": [1, 2, 3, 4, 5]}))]
+    data: Option<serde_json::Value>,
+}
+
+/// The reply to an execution that ran, whether the code succeeded or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    /// Whether the code ran to the end and its `result` serialised.
+    pub success: bool,
+    /// The global `result` after the run (`null` when unset); only when `success`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Box<RawValue>>,
+    /// Why the run failed; only when not `success`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ExecutionError>,
+    /// Executions this key has left.
+    pub executions_left: u64,
+    /// What the code printed, up to the output limit.
+    pub stdout: String,
+    /// What the code wrote to stderr, up to the output limit.
+    pub stderr: String,
+    /// Fuel (units of wasm work) the run used.
+    pub fuel_used: u64,
+    /// Wall-clock time of the run, in milliseconds.
+    pub duration_ms: f64,
+}
+
+impl ExecuteResponse {
+    fn new(outcome: Outcome, executions_left: u64) -> Self {
+        let (success, result, error) = match outcome.result {
+            Ok(result) => (true, Some(result), None),
+            Err(error) => (false, None, Some(error)),
+        };
+        Self {
+            success,
+            result,
+            error,
+            executions_left,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            fuel_used: outcome.fuel_used,
+            duration_ms: milliseconds(outcome.duration),
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision.
+fn milliseconds(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
+}
+
+/// Runs Python code in a fresh sandbox and returns its `result`.
+///
+/// Failures of the code itself (exceptions, limits) are answered with 200 and
+/// `"success": false`; everything else with an error status and `{"detail", "code"}`.
+#[utoipa::path(
+    post,
+    path = "/execute",
+    tag = "execution",
+    request_body = ExecuteRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The code ran; see `success`", body = ExecuteResponse,
+         headers(("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64), ("X-Executions-Left" = u64))),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 413, description = "Body, or code plus data, too large", body = ErrorBody),
+        (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, missing `code`, or a field of the wrong type", body = ErrorBody),
+        (status = 429, description = "Executions limit exhausted, rate limit, or too many concurrent executions", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds to wait (rate and concurrency limits)"))),
+        (status = 503, description = "At capacity (with Retry-After) or key database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn execute(
+    State(state): State<AppState>,
+    Authenticated(key): Authenticated,
+    body: Result<ObjectBody, ApiError>,
+) -> Response {
+    let mut quota = QuotaHeaders::peek(&state, &key);
+    let mut response = match run(&state, &key, body, &mut quota).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(err) => err.into_response(),
+    };
+    quota.apply(response.headers_mut());
+    response
+}
+
+/// The checks in the order that keeps accounting honest: nothing is charged unless the
+/// execution is sure to run (valid, within rate and concurrency limits, queue place held).
+async fn run(
+    state: &AppState,
+    key: &KeyRecord,
+    body: Result<ObjectBody, ApiError>,
+    quota: &mut QuotaHeaders,
+) -> Result<ExecuteResponse, ApiError> {
+    let body = body?;
+    let code: String = body.required("code", "a string")?;
+    let data = match body.raw("data") {
+        None => None,
+        Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
+        Some(_) => return Err(ApiError::invalid("data", "data: must be a JSON object")),
+    };
+
+    let rate = state.keys.check_rate(key);
+    quota.rate = rate;
+    if !rate.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after: rate.retry_after.unwrap_or(Duration::from_secs(1)),
+        });
+    }
+    let _slot = state.concurrency.acquire(key.id())?;
+    let prepared = state
+        .sandbox
+        .prepare(Execution {
+            code,
+            data,
+            fuel: key.fuel_limit,
+        })
+        .map_err(|rejected| match rejected {
+            Rejected::Overloaded { .. } => ApiError::Overloaded,
+            Rejected::InputTooLarge { limit, .. } => ApiError::TooLarge { limit },
+        })?;
+    let executions_left = state.keys.admit(key.id()).map_err(|err| match err {
+        AdmitError::LimitExceeded => ApiError::ExecutionsExhausted,
+        AdmitError::Revoked => ApiError::RevokedKey,
+        AdmitError::NotFound => ApiError::InvalidKey,
+        AdmitError::Store(err) => ApiError::Storage(err),
+    })?;
+    quota.executions_left = executions_left;
+
+    // The charge becomes durable while the code runs; the reply waits for both.
+    let (outcome, committed) = tokio::join!(prepared.run(), state.keys.commit());
+    committed.map_err(ApiError::Storage)?;
+    state.metrics.observe(&outcome);
+    tracing::info!(
+        key = %key.id(),
+        outcome = outcome.result.as_ref().map_or_else(|err| err.kind.as_str(), |_| "success"),
+        fuel = outcome.fuel_used,
+        duration_us = outcome.duration.as_micros() as u64,
+        "execution"
+    );
+    Ok(ExecuteResponse::new(outcome, executions_left))
+}

@@ -1,0 +1,176 @@
+//! Prometheus metrics: executions by outcome, fuel and duration histograms, the sandbox's queue,
+//! and HTTP responses by route and status. Served at `GET /metrics` in the OpenMetrics text
+//! format, which Prometheus scrapes natively.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::sandbox::{Load, Outcome};
+
+/// The service's metrics; clones share them.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    executions: Family<OutcomeLabels, Counter>,
+    fuel: Histogram,
+    duration: Histogram,
+    queued: Gauge,
+    running: Gauge,
+    http: Family<HttpLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// `success` or the error kind.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    /// The matched route template, or `unmatched`: never the raw path (unbounded cardinality).
+    route: String,
+    status: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pyexec");
+        let executions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "executions",
+            "Executions run, by outcome (success or error kind)",
+            executions.clone(),
+        );
+        // Fuel: 10^4 .. 3·10^10, two buckets a decade.
+        let fuel =
+            Histogram::new((4..=10).flat_map(|decade| [1.0, 3.0].map(|m| m * 10f64.powi(decade))));
+        registry.register("execution_fuel", "Fuel used per execution", fuel.clone());
+        // 100 µs .. ~30 s.
+        let duration = Histogram::new(exponential_buckets(1e-4, 2.5, 14));
+        registry.register(
+            "execution_duration_seconds",
+            "Wall-clock time per execution",
+            duration.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Executions waiting for a worker",
+            queued.clone(),
+        );
+        let running = Gauge::default();
+        registry.register(
+            "executions_running",
+            "Executions running now",
+            running.clone(),
+        );
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses, by route and status",
+            http.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                executions,
+                fuel,
+                duration,
+                queued,
+                running,
+                http,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one finished execution.
+    pub fn observe(&self, outcome: &Outcome) {
+        let label = match &outcome.result {
+            Ok(_) => "success",
+            Err(err) => err.kind.as_str(),
+        };
+        self.inner
+            .executions
+            .get_or_create(&OutcomeLabels {
+                outcome: label.to_owned(),
+            })
+            .inc();
+        self.inner.fuel.observe(outcome.fuel_used as f64);
+        self.inner.duration.observe(outcome.duration.as_secs_f64());
+    }
+
+    /// The text exposition, with the sandbox's current load.
+    pub fn render(&self, load: Load) -> String {
+        self.inner.queued.set(load.queued as i64);
+        self.inner.running.set(load.running as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Counts every response by method, route and status.
+pub async fn count_responses(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    tracing::debug!(%method, %route, status, elapsed_us = started.elapsed().as_micros() as u64, "response");
+    state
+        .metrics
+        .inner
+        .http
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status,
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus metrics in the OpenMetrics text format", content_type = "application/openmetrics-text"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(state.sandbox.load()),
+    )
+}

@@ -1,0 +1,79 @@
+//! The sandbox's settings, shared by `pyexec serve` and `pyexec run`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use clap::builder::TypedValueParser;
+
+use crate::sandbox::{Limits, SandboxConfig};
+
+/// Limits and sizing of the sandbox.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Fuel (units of wasm work) per execution, unless the key sets its own; 10^9 ≈ 0.1 s of CPU
+    #[arg(long, env = "PYEXEC_FUEL", default_value_t = Limits::default().fuel, value_name = "UNITS")]
+    pub fuel: u64,
+
+    /// Wall-clock limit per execution, in seconds (fractions allowed)
+    #[arg(long, env = "PYEXEC_TIMEOUT", default_value_t = Limits::default().timeout.as_secs_f64(), value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: f64,
+
+    /// Linear memory per execution, in MiB
+    #[arg(long, env = "PYEXEC_MEMORY_MIB", default_value_t = Limits::default().memory_bytes >> 20, value_name = "MIB", value_parser = clap::value_parser!(u16).range(64..=4095).map(usize::from))]
+    pub memory_mib: usize,
+
+    /// stdout + stderr per execution (also the largest serialised result), in bytes
+    #[arg(long, env = "PYEXEC_OUTPUT_BYTES", default_value_t = Limits::default().output_bytes, value_name = "BYTES")]
+    pub output_bytes: usize,
+
+    /// Code plus data per execution, in bytes
+    #[arg(long, env = "PYEXEC_INPUT_BYTES", default_value_t = Limits::default().input_bytes, value_name = "BYTES")]
+    pub input_bytes: usize,
+
+    /// Executions running at once [default: the number of CPUs]
+    #[arg(long, env = "PYEXEC_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub workers: Option<usize>,
+
+    /// Executions that may wait for a worker before new ones are refused (503)
+    #[arg(long, env = "PYEXEC_QUEUE", default_value_t = SandboxConfig::default().queue, value_name = "N")]
+    pub queue: usize,
+
+    /// Where the compiled guest module is cached [default: <DATA_DIR>/cache]
+    #[arg(long, env = "PYEXEC_MODULE_CACHE_DIR", value_name = "DIR")]
+    pub module_cache_dir: Option<PathBuf>,
+}
+
+impl SandboxArgs {
+    pub fn config(&self, data_dir: &Path) -> SandboxConfig {
+        let defaults = SandboxConfig::default();
+        SandboxConfig {
+            limits: Limits {
+                fuel: self.fuel,
+                timeout: Duration::from_secs_f64(self.timeout),
+                memory_bytes: self.memory_mib << 20,
+                output_bytes: self.output_bytes,
+                input_bytes: self.input_bytes,
+            },
+            workers: self.workers.unwrap_or(defaults.workers),
+            queue: self.queue,
+            cache_dir: Some(
+                self.module_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("cache")),
+            ),
+            pooling: defaults.pooling,
+        }
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if seconds > 0.0 && seconds <= 3600.0 {
+        Ok(seconds)
+    } else {
+        Err("must be more than 0 and at most 3600 seconds".into())
+    }
+}

@@ -1,0 +1,155 @@
+//! `pyexec serve`: the HTTP API, with the key database's control socket beside it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::sandbox_args::SandboxArgs;
+use crate::api::{self, AppState};
+use crate::keys::{self, Env, KeyStore, NewKey};
+use crate::sandbox::Sandbox;
+
+/// Serve the HTTP API (creates a test key on first run)
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "PYEXEC_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    /// Executions one API key may have queued or running at once (more get 429)
+    #[arg(
+        long,
+        env = "PYEXEC_PER_KEY_CONCURRENCY",
+        default_value_t = 32,
+        value_name = "N"
+    )]
+    pub per_key_concurrency: usize,
+
+    /// Seconds to let requests in flight finish after SIGTERM or SIGINT
+    #[arg(
+        long,
+        env = "PYEXEC_SHUTDOWN_GRACE",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub shutdown_grace: u64,
+
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Executions the key created on first run may make.
+const FIRST_KEY_EXECUTIONS: u64 = 1000;
+
+impl ServeArgs {
+    pub fn run(self, data_dir: &Path) -> anyhow::Result<()> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(self.serve(data_dir))
+    }
+
+    async fn serve(self, data_dir: &Path) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let keys = KeyStore::open_waiting(data_dir, Duration::from_secs(2))
+            .with_context(|| format!("opening the key database in {}", data_dir.display()))?;
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .with_context(|| format!("listening on {}", self.addr))?;
+        let addr = listener.local_addr()?;
+        if keys.is_empty()? {
+            create_first_key(&keys, addr)?;
+        }
+        let config = self.sandbox.config(data_dir);
+        let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(config))
+            .await
+            .context("loading the sandbox")??;
+        let state = AppState::new(keys.clone(), sandbox, self.per_key_concurrency);
+
+        // `stop` flips on SIGTERM/SIGINT (or when the server ends); everything waits on it.
+        let (stop, stopping) = watch::channel(false);
+        let stopped = move || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }
+        };
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing requests in flight");
+                let _ = stop.send(true);
+            }
+        });
+        let control = keys
+            .bind_control_socket()
+            .context("binding the control socket")?;
+        let control = tokio::spawn(keys::serve_control(control, keys.clone(), stopped()));
+
+        tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "listening");
+        println!("pyexec listening on http://{addr}");
+        let grace = Duration::from_secs(self.shutdown_grace);
+        let grace_over = {
+            let stopped = stopped();
+            async move {
+                stopped.await;
+                tokio::time::sleep(grace).await;
+            }
+        };
+        tokio::select! {
+            served = api::serve(listener, state, stopped()) => served.context("serving HTTP")?,
+            () = grace_over => tracing::warn!("requests still in flight after {grace:?}; stopping anyway"),
+        }
+        let _ = stop.send(true);
+        let _ = control.await;
+        keys.flush().await.context("flushing the key database")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// On an empty database: creates a test key and shows it, once, with a command that uses it.
+fn create_first_key(keys: &KeyStore, addr: SocketAddr) -> anyhow::Result<()> {
+    let (key, record) = keys
+        .create(NewKey {
+            name: "default".into(),
+            description: "Created by the first run of pyexec serve".into(),
+            env: Env::Test,
+            executions_limit: FIRST_KEY_EXECUTIONS,
+            rate_limit_per_minute: keys::DEFAULT_RATE_LIMIT_PER_MINUTE,
+            fuel_limit: None,
+        })
+        .context("creating the first API key")?;
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+    } else {
+        addr
+    };
+    let secret = key.expose_secret();
+    println!(
+        "\nCreated a test API key ({id}, {FIRST_KEY_EXECUTIONS} executions). It is shown only \
+         this once:\n\n    {secret}\n\nTry it:\n\n    curl -s http://{host}/execute \\\n      \
+         -H 'X-API-Key: {secret}' -H 'Content-Type: application/json' \\\n      \
+         -d '{{\"code\": \"result = sum(data[\\\"numbers\\\"]) / len(data[\\\"numbers\\\"])\", \
+         \"data\": {{\"numbers\": [1, 2, 3, 4, 5]}}}}'\n\nManage keys with `pyexec keys --help`.\n",
+        id = record.id(),
+    );
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,130 @@
+//! `spawn_app()` and friends.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use pyexec::api::{self, AppState};
+use pyexec::keys::{Env, KeyStore, NewKey};
+use pyexec::sandbox::{Limits, Sandbox, SandboxConfig};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The compiled-module cache shared by every test binary.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache")
+}
+
+pub fn test_limits() -> Limits {
+    Limits {
+        fuel: 2_000_000_000,
+        timeout: Duration::from_secs(2),
+        memory_bytes: 128 << 20,
+        output_bytes: 64 << 10,
+        input_bytes: 64 << 10,
+    }
+}
+
+static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| sandbox_with(2, 64));
+
+/// A sandbox of its own, for tests about capacity.
+pub fn sandbox_with(workers: usize, queue: usize) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        limits: test_limits(),
+        workers,
+        queue,
+        cache_dir: Some(cache_dir()),
+        pooling: false,
+    })
+    .expect("the sandbox starts")
+}
+
+/// A running server and what the test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+    pub keys: KeyStore,
+    pub state: AppState,
+    _data_dir: TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(SANDBOX.clone(), 32).await
+}
+
+pub async fn spawn_app_with(sandbox: Sandbox, per_key_concurrency: usize) -> TestApp {
+    let data_dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(data_dir.path()).unwrap();
+    let state = AppState::new(keys.clone(), sandbox, per_key_concurrency);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(api::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        keys,
+        state,
+        _data_dir: data_dir,
+        _stop: stop,
+    }
+}
+
+impl TestApp {
+    /// A new key's plaintext.
+    pub fn key(&self, executions_limit: u64, rate_limit_per_minute: u32) -> String {
+        let (key, _) = self
+            .keys
+            .create(NewKey {
+                name: "test".into(),
+                description: "integration test".into(),
+                env: Env::Test,
+                executions_limit,
+                rate_limit_per_minute,
+                fuel_limit: None,
+            })
+            .unwrap();
+        key.expose_secret().to_owned()
+    }
+
+    /// A key that no test will exhaust.
+    pub fn roomy_key(&self) -> String {
+        self.key(1_000_000, 1_000_000)
+    }
+
+    /// `POST /execute` with a JSON body.
+    pub async fn execute(&self, key: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/execute", self.base))
+            .header("X-API-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// Status and body of a response, the body parsed as JSON.
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, body)
+}
+
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
