@@ -60,9 +60,10 @@ impl TestDir {
         )
     }
 
-    /// Opens the key store in this process (the CLI must not be running).
+    /// Opens the key store in this process (the CLI must not be running). Waits for the lock:
+    /// a store this process just dropped releases it only when sled's flusher thread ends.
     pub fn store(&self) -> KeyStore {
-        KeyStore::open(&self.data_dir()).unwrap()
+        KeyStore::open_waiting(&self.data_dir(), std::time::Duration::from_secs(5)).unwrap()
     }
 }
 

@@ -4,3 +4,4 @@ mod help;
 mod helpers;
 mod keys;
 mod keys_via_server;
+mod serve;

@@ -1,0 +1,297 @@
+//! `pyexec serve` as a process: first run, `keys` commands against a running server, SIGTERM
+//! and `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::helpers::{TestDir, pyexec};
+
+/// A running `pyexec serve` on 127.0.0.1:0.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    /// What the server printed before it listened (the first-run banner, if any).
+    pub banner: String,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    pub fn start(dir: &TestDir) -> Server {
+        let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
+        let mut child = pyexec()
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--timeout",
+                "3",
+                "--shutdown-grace",
+                "10",
+            ])
+            .arg("--data-dir")
+            .arg(dir.data_dir())
+            .arg("--module-cache-dir")
+            .arg(cache)
+            .env("PYEXEC_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let base = loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "server exited: {banner}"
+            );
+            if let Some(url) = line.trim().strip_prefix("pyexec listening on ") {
+                break url.to_owned();
+            }
+            banner.push_str(&line);
+            assert!(Instant::now() < deadline, "server did not start");
+        };
+        Server {
+            child,
+            base,
+            banner,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn execute(&self, key: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/execute", self.base))
+            .header("X-API-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shown_key(banner: &str) -> String {
+    banner
+        .split_whitespace()
+        .find(|word| word.starts_with("sk_test_") && word.len() > 40)
+        .expect("the banner shows the key")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_first_run_creates_one_key_and_prints_a_curl_that_works() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir);
+    let key = shown_key(&server.banner);
+    assert!(
+        server.banner.contains("shown only this once"),
+        "{}",
+        server.banner
+    );
+    // Run the curl command exactly as printed.
+    let curl: String = server
+        .banner
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("curl"))
+        .take_while(|line| !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let output = Command::new("sh").arg("-c").arg(&curl).output().unwrap();
+    let reply: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{curl}\n{}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(
+        (
+            &reply["success"],
+            &reply["result"],
+            &reply["executions_left"]
+        ),
+        (&json!(true), &json!(3.0), &json!(999))
+    );
+    assert_eq!(
+        server.execute(&key, json!({"code": "result = 1"})).await.0,
+        200
+    );
+    drop(server);
+
+    // A second start finds the key and creates none.
+    let server = Server::start(&dir);
+    assert!(!server.banner.contains("sk_test_"), "{}", server.banner);
+    let listed = dir.pyexec(&["keys", "list", "--json"]).success().json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["executions_used"], 2);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = TestDir::new();
+    let _server = Server::start(&dir);
+    let second = pyexec()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.data_dir())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn keys_commands_take_effect_on_the_running_server() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir);
+    let (key, id) = dir.add_key("prod", 1);
+    let ok = json!({"code": "result = 1"});
+    assert_eq!(server.execute(&key, ok.clone()).await.0, 200);
+    let (status, body) = server.execute(&key, ok.clone()).await;
+    assert_eq!(
+        (status, &body["detail"]),
+        (429, &json!("API executions limit exceeded"))
+    );
+
+    dir.pyexec(&["keys", "reset-executions", &id]).success();
+    let (status, body) = server.execute(&key, ok.clone()).await;
+    assert_eq!((status, &body["executions_left"]), (200, &json!(0)));
+
+    dir.pyexec(&["keys", "update-limit", &key, "5"]).success();
+    let (status, body) = server.execute(&key, ok.clone()).await;
+    assert_eq!((status, &body["executions_left"]), (200, &json!(3)));
+
+    dir.pyexec(&["keys", "revoke", &id]).success();
+    let (status, body) = server.execute(&key, ok).await;
+    assert_eq!((status, &body["code"]), (401, &json!("revoked_api_key")));
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_execution_in_flight_finish() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir);
+    let key = shown_key(&server.banner);
+    let base = server.base.clone();
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/execute"))
+            .header("X-API-Key", key)
+            .json(&json!({"code": "import time\ntime.sleep(1)\nresult = 'finished'"}))
+            .send()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let pid = server.pid();
+    let base = server.base.clone();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"], "finished");
+    // Gone: nothing listens any more, and the count survived.
+    assert!(
+        reqwest::get(format!("{base}/health")).await.is_err(),
+        "pid {pid} still serving"
+    );
+    let listed = dir.pyexec(&["keys", "list", "--json"]).success().json();
+    assert_eq!(listed[0]["executions_used"], 1);
+}
+
+#[tokio::test]
+async fn kill_9_forgets_no_acknowledged_execution() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir);
+    let (key, id) = dir.add_key("test", 1_000_000);
+    // Eight clients hammer the server; it is killed while they do.
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (base, key, acknowledged) = (server.base.clone(), key.clone(), acknowledged.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let sent = client
+                    .post(format!("{base}/execute"))
+                    .header("X-API-Key", &key)
+                    .json(&json!({"code": "result = 1"}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 200 => {
+                        if response.bytes().await.is_ok() {
+                            acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(move || server.kill_9())
+        .await
+        .unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acknowledged = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        acknowledged > 50,
+        "the load ran ({acknowledged} acknowledged)"
+    );
+
+    let shown = dir
+        .pyexec(&["keys", "show", &id, "--json"])
+        .success()
+        .json();
+    let used = shown["executions_used"].as_u64().unwrap();
+    assert!(
+        used >= acknowledged,
+        "used {used} < acknowledged {acknowledged}"
+    );
+    // At most the requests in flight at the kill were charged without an answer.
+    assert!(
+        used <= acknowledged + 8,
+        "used {used}, acknowledged {acknowledged}"
+    );
+    // The database opens cleanly for a new server.
+    let server = Server::start(&dir);
+    assert_eq!(
+        server.execute(&key, json!({"code": "result = 2"})).await.0,
+        200
+    );
+}
