@@ -9,8 +9,8 @@ use std::str::FromStr;
 
 use malachite_bigint::BigInt;
 use rustpython_vm::{
-    AsObject, PyObject, PyObjectRef, VirtualMachine,
     builtins::{PyDict, PyFloat, PyInt, PyList, PyStr, PyTuple},
+    AsObject, PyObject, PyObjectRef, VirtualMachine,
 };
 use serde_json::Value;
 
@@ -29,7 +29,9 @@ pub fn json_to_python(vm: &VirtualMachine, value: &Value) -> PyObjectRef {
         Value::Number(n) => {
             let text = n.as_str();
             if text.contains(['.', 'e', 'E']) {
-                vm.ctx.new_float(f64::from_str(text).unwrap_or(f64::NAN)).into()
+                vm.ctx
+                    .new_float(f64::from_str(text).unwrap_or(f64::NAN))
+                    .into()
             } else if let Ok(small) = i64::from_str(text) {
                 vm.ctx.new_int(small).into()
             } else {

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustpython::InterpreterBuilderExt;
 use rustpython_vm::{
-    AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
-    builtins::PyBaseExceptionRef, compiler::Mode,
+    builtins::PyBaseExceptionRef, compiler::Mode, vm::VmCompileError, AsObject, Interpreter,
+    InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
 };
 use serde::Deserialize;
 
@@ -104,6 +104,7 @@ const WARM_UP_REQUESTS: &[&str] = &[
     r#"{"code": "def f(n):\n    return f(n + 1)\nf(0)", "data": {}}"#,
     r#"{"code": "def g(x):\n    return {}[x]\ntry:\n    g('k')\nexcept KeyError as e:\n    raise ValueError('bad') from e", "data": {}}"#,
     r#"{"code": "x = (", "data": {}}"#,
+    r#"{"code": "s = '\u00a1", "data": {}}"#,
     r#"{"code": "result = {1, 2}", "data": {}}"#,
     r#"{"code": "import sys\nsys.exit(2)", "data": {}}"#,
 ];
@@ -230,12 +231,20 @@ fn run(vm: &VirtualMachine, request: &Request) -> Result<String, ErrorReport> {
     let data = convert::json_to_python(vm, &request.data);
     scope.globals.set_item("data", data, vm).map_err(internal)?;
 
-    let code = vm
-        .compile(&request.code, Mode::Exec, USER_FILENAME)
-        .map_err(|err| {
-            let exc = err.into_pyexception(vm, Some(&request.code));
-            ErrorReport::from_exception(vm, &exc, &request.code)
-        })?;
+    // Not `vm.compile`: its warning passes run first, and their escape scanner panics on an
+    // unterminated string that ends in a multi-byte character (`'¡`), which the compiler itself
+    // reports as the SyntaxError it is. The price: no SyntaxWarnings on stderr.
+    let code = rustpython_vm::compiler::compile(
+        &request.code,
+        Mode::Exec,
+        USER_FILENAME,
+        vm.compile_opts(),
+    )
+    .map(|code| vm.ctx.new_code(code))
+    .map_err(|err| {
+        let exc = VmCompileError::from(err).into_pyexception(vm, Some(&request.code));
+        ErrorReport::from_exception(vm, &exc, &request.code)
+    })?;
     if let Err(exc) = vm.run_code_obj(code, scope.clone()) {
         if !is_clean_exit(vm, &exc) {
             return Err(ErrorReport::from_exception(vm, &exc, &request.code));

@@ -2,8 +2,8 @@
 //! type name and message, the line in the user's code, and a traceback of user frames only.
 
 use rustpython_vm::{
-    AsObject, PyObjectRef, PyRef, VirtualMachine,
     builtins::{PyBaseException, PyBaseExceptionRef, PyInt, PyStr, PyTraceback},
+    AsObject, PyObjectRef, PyRef, VirtualMachine,
 };
 use serde::Serialize;
 
@@ -84,7 +84,10 @@ impl ErrorReport {
                 .filter(|v| !vm.is_none(v))
         };
         let message = attr("msg")
-            .and_then(|m| m.downcast_ref::<PyStr>().map(|s| truncate(&s.to_string(), MAX_MESSAGE_CHARS)))
+            .and_then(|m| {
+                m.downcast_ref::<PyStr>()
+                    .map(|s| truncate(&s.to_string(), MAX_MESSAGE_CHARS))
+            })
             .unwrap_or_else(|| exception_message(vm, exc));
         let line = attr("lineno").and_then(|l| as_usize(&l));
         let mut traceback = format!("  File \"{USER_FILENAME}\"");
@@ -92,7 +95,8 @@ impl ErrorReport {
             traceback.push_str(&format!(", line {line}"));
         }
         traceback.push('\n');
-        if let Some(text) = attr("text").and_then(|t| t.downcast_ref::<PyStr>().map(|s| s.to_string()))
+        if let Some(text) =
+            attr("text").and_then(|t| t.downcast_ref::<PyStr>().map(|s| s.to_string()))
         {
             let trimmed = text.trim_end_matches(['\n', '\r']);
             let indent = trimmed.len() - trimmed.trim_start().len();

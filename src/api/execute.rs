@@ -144,6 +144,7 @@ async fn run(
             code,
             data,
             fuel: key.fuel_limit,
+            tenant: Some(key.id().to_string()),
         })
         .map_err(|rejected| match rejected {
             Rejected::Overloaded { .. } => ApiError::Overloaded,

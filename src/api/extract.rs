@@ -15,6 +15,9 @@ use super::AppState;
 use super::error::ApiError;
 use crate::keys::{AuthError, KeyRecord};
 
+/// A client gets this long to send a whole body: a slow drip cannot hold a connection.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The header clients authenticate with, as in the prototype.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -58,17 +61,17 @@ impl FromRequest<AppState> for ObjectBody {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection {
-                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                        ApiError::TooLarge {
-                            limit: state.body_limit,
-                        }
-                    }
-                    _ => ApiError::UnreadableBody,
-                })?;
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| ApiError::UnreadableBody)?;
+        let bytes = read.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                ApiError::TooLarge {
+                    limit: state.body_limit,
+                }
+            }
+            _ => ApiError::UnreadableBody,
+        })?;
         let fields = serde_json::from_slice(&bytes).map_err(|err| ApiError::Invalid {
             field: None,
             message: if err.is_data() {

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -92,16 +93,40 @@ pub async fn usage(State(state): State<AppState>, Authenticated(key): Authentica
 /// Liveness.
 #[derive(Serialize, ToSchema)]
 pub struct HealthResponse {
-    /// Always `ok`.
+    /// `ok`, or `unavailable` when this instance cannot serve executions.
     pub status: &'static str,
     pub version: &'static str,
+    /// Why the instance is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
-/// Liveness: answers as long as the server runs. No authentication.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = HealthResponse)))]
-pub async fn health() -> Json<HealthResponse> {
-    Json(HealthResponse {
-        status: "ok",
+/// Liveness: 200 while this instance can serve executions; 503 once its key database fails
+/// to write (a full disk, say), which only a restart clears. No authentication.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, body = HealthResponse),
+        (status = 503, description = "The key database is failing; restart the service once its cause is fixed", body = HealthResponse),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let (status, health, detail) = match state.keys.storage_failure() {
+        None => (StatusCode::OK, "ok", None),
+        Some(failure) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            Some(format!(
+                "the key database is failing ({failure}); restart the service once the cause is fixed"
+            )),
+        ),
+    };
+    let body = HealthResponse {
+        status: health,
         version: env!("CARGO_PKG_VERSION"),
-    })
+        detail,
+    };
+    (status, Json(body)).into_response()
 }

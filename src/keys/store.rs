@@ -7,7 +7,7 @@ use std::fs::Permissions;
 use std::fs::{DirBuilder, File, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -36,6 +36,9 @@ pub struct KeyStore {
     keys: sled::Tree,
     limiter: Arc<RateLimiter>,
     committer: Arc<GroupCommit>,
+    /// The last write that failed, until a commit succeeds again. sled 0.34 refuses every
+    /// write after an I/O error (a full disk, say), so in practice only a restart clears it.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -150,6 +153,7 @@ impl KeyStore {
             limiter: Arc::new(RateLimiter::new(options.clock)),
             db,
             keys,
+            failure: Arc::default(),
         })
     }
 
@@ -250,14 +254,34 @@ impl KeyStore {
             Ok((_, new)) => Ok(new.executions_left()),
             Err(Modify::NotFound) => Err(AdmitError::NotFound),
             Err(Modify::Refused(e)) => Err(e),
-            Err(Modify::Store(e)) => Err(AdmitError::Store(e)),
+            Err(Modify::Store(e)) => Err(AdmitError::Store(self.record_failure(e))),
         }
     }
 
     /// Resolves once every write that returned before this call is durable; concurrent
     /// callers share one flush (group commit, see the `keys::commit` module).
     pub async fn commit(&self) -> Result<(), StoreError> {
-        self.committer.commit().await
+        match self.committer.commit().await {
+            Ok(()) => {
+                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                Ok(())
+            }
+            Err(e) => Err(self.record_failure(e)),
+        }
+    }
+
+    /// The last storage failure, while writes are failing; what `/health` reports.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record_failure(&self, error: StoreError) -> StoreError {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(crate::error_chain(&error));
+        error
     }
 
     /// How many flushes group commit has performed since open (each covers every

@@ -747,14 +747,18 @@ fn acknowledged_admissions_survive_kill_9() {
         if stdout.read_line(&mut line).unwrap() == 0 {
             break;
         }
-        acked += u64::from(line.trim() == "ack");
+        // The harness's `test … ... ` line has no newline, so the first ack ends it.
+        acked += u64::from(line.trim_end().ends_with("ack"));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // Acks printed before the kill are still in the pipe.
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
-    acked += rest.lines().filter(|l| l.trim() == "ack").count() as u64;
+    acked += rest
+        .lines()
+        .filter(|l| l.trim_end().ends_with("ack"))
+        .count() as u64;
     assert!(acked >= 300, "child acknowledged only {acked} admissions");
 
     let used = open(dir.path())
@@ -767,7 +771,7 @@ fn acknowledged_admissions_survive_kill_9() {
     );
     assert!(
         used <= acked + 8,
-        "at most one unacknowledged admission per task"
+        "at most one unacknowledged admission per task: used {used}, acknowledged {acked}"
     );
 }
 

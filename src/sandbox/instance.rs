@@ -320,7 +320,13 @@ fn classify(
             ),
         ));
     }
-    tracing::error!(error = ?error, "guest failed outside any limit");
+    // User code can provoke this (crafted bytecode panics RustPython), so it is a warning
+    // without the long wasm backtrace, which goes to the debug log.
+    let trap = error
+        .downcast_ref::<Trap>()
+        .map_or_else(|| error.to_string(), |trap| trap.to_string());
+    tracing::warn!(%trap, "the guest failed outside any limit; answered as internal");
+    tracing::debug!(error = ?error, "guest failure");
     Err(ExecutionError::internal())
 }
 

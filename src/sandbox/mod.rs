@@ -10,12 +10,12 @@
 mod engine;
 mod instance;
 mod outcome;
+mod pool;
 mod wasi;
 
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK};
 use self::instance::{EPOCH_TICK, Guest, RunLimits};
 pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
+use self::pool::{FairQueue, Job, worker_lost};
 pub use self::wasi::CLOCK_RESOLUTION;
 
 /// Limits applied to every execution unless a key overrides its fuel.
@@ -92,6 +93,9 @@ pub struct Execution {
     pub data: Option<Box<RawValue>>,
     /// Fuel for this execution instead of the default (a key's own limit).
     pub fuel: Option<u64>,
+    /// Who runs it (an API key's id): waiting executions are served round-robin per tenant.
+    /// `None` is one shared, anonymous tenant.
+    pub tenant: Option<String>,
 }
 
 /// How busy the sandbox is, for metrics and load shedding.
@@ -116,17 +120,15 @@ struct Inner {
     capacity: usize,
     /// One permit per execution running or queued.
     permits: Arc<Semaphore>,
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<FairQueue>,
     running: Arc<AtomicUsize>,
 }
 
-struct Job {
-    request: Vec<u8>,
-    limits: RunLimits,
-    cancelled: Arc<AtomicBool>,
-    done: oneshot::Sender<Outcome>,
-    /// Held until the job is finished or dropped, so a cancelled job frees its slot.
-    _permit: OwnedSemaphorePermit,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: let the workers end.
+        self.queue.close();
+    }
 }
 
 impl Sandbox {
@@ -177,8 +179,7 @@ impl Sandbox {
                 }
             })?;
 
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let queue = Arc::new(FairQueue::default());
         let running = Arc::new(AtomicUsize::new(0));
         for n in 0..config.workers {
             let (guest, queue, running) = (guest.clone(), queue.clone(), running.clone());
@@ -186,7 +187,7 @@ impl Sandbox {
                 .name(format!("pyexec-worker-{n}"))
                 // wasm runs on this thread's stack: room for the guest's plus the host's frames.
                 .stack_size(MAX_WASM_STACK + (8 << 20))
-                .spawn(move || work(&guest, &queue, &running))?;
+                .spawn(move || pool::work(&guest, &queue, &running))?;
         }
         let capacity = config.workers + config.queue;
         Ok(Self {
@@ -194,7 +195,7 @@ impl Sandbox {
                 limits: config.limits,
                 capacity,
                 permits: Arc::new(Semaphore::new(capacity)),
-                jobs,
+                queue,
                 running,
             }),
         })
@@ -241,7 +242,8 @@ impl Sandbox {
             output_limit: limits.output_bytes,
         };
         Ok(Prepared {
-            jobs: self.inner.jobs.clone(),
+            queue: self.inner.queue.clone(),
+            tenant: execution.tenant.unwrap_or_default(),
             request: serde_json::to_vec(&request).expect("a guest request serialises"),
             limits: RunLimits {
                 fuel: execution.fuel.unwrap_or(limits.fuel),
@@ -262,7 +264,8 @@ impl Sandbox {
 /// An execution that passed its checks and holds a place in the queue; dropping it unrun gives
 /// the place back.
 pub struct Prepared {
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<FairQueue>,
+    tenant: String,
     request: Vec<u8>,
     limits: RunLimits,
     permit: OwnedSemaphorePermit,
@@ -278,9 +281,9 @@ impl Prepared {
             limits: self.limits,
             cancelled: cancelled.clone(),
             done,
-            _permit: self.permit,
+            permit: self.permit,
         };
-        if self.jobs.send(job).is_err() {
+        if self.queue.push(self.tenant, job).is_err() {
             return worker_lost();
         }
         let cancel_on_drop = CancelOnDrop(cancelled);
@@ -304,48 +307,5 @@ struct CancelOnDrop(Arc<AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-fn work(guest: &Guest, queue: &Mutex<mpsc::Receiver<Job>>, running: &AtomicUsize) {
-    loop {
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(poisoned) => poisoned.into_inner().recv(),
-        };
-        let Ok(job) = job else {
-            return; // the sandbox was dropped
-        };
-        let Job {
-            request,
-            limits,
-            cancelled,
-            done,
-            _permit: permit,
-        } = job;
-        if cancelled.load(Ordering::Relaxed) {
-            continue;
-        }
-        running.fetch_add(1, Ordering::Relaxed);
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| guest.run(request, limits, cancelled)))
-                .unwrap_or_else(|_| {
-                    tracing::error!("an execution panicked in the host");
-                    worker_lost()
-                });
-        // Free the slot before answering, so the caller never sees its own execution as load.
-        running.fetch_sub(1, Ordering::Relaxed);
-        drop(permit);
-        let _ = done.send(outcome);
-    }
-}
-
-fn worker_lost() -> Outcome {
-    Outcome {
-        result: Err(ExecutionError::internal()),
-        stdout: String::new(),
-        stderr: String::new(),
-        fuel_used: 0,
-        duration: Duration::ZERO,
     }
 }

@@ -5,3 +5,4 @@ mod helpers;
 mod keys;
 mod keys_via_server;
 mod serve;
+mod server;

@@ -1,119 +1,18 @@
 //! `pyexec serve` as a process: first run, `keys` commands against a running server, SIGTERM
 //! and `kill -9`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::helpers::{TestDir, pyexec};
-
-/// A running `pyexec serve` on 127.0.0.1:0.
-pub struct Server {
-    child: Child,
-    pub base: String,
-    /// What the server printed before it listened (the first-run banner, if any).
-    pub banner: String,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Server {
-    pub fn start(dir: &TestDir) -> Server {
-        let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
-        let mut child = pyexec()
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--timeout",
-                "3",
-                "--shutdown-grace",
-                "10",
-            ])
-            .arg("--data-dir")
-            .arg(dir.data_dir())
-            .arg("--module-cache-dir")
-            .arg(cache)
-            .env("PYEXEC_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let base = loop {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "server exited: {banner}"
-            );
-            if let Some(url) = line.trim().strip_prefix("pyexec listening on ") {
-                break url.to_owned();
-            }
-            banner.push_str(&line);
-            assert!(Instant::now() < deadline, "server did not start");
-        };
-        Server {
-            child,
-            base,
-            banner,
-            _stdout: stdout,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, then waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap()
-    }
-
-    pub fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    pub async fn execute(&self, key: &str, body: Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/execute", self.base))
-            .header("X-API-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn shown_key(banner: &str) -> String {
-    banner
-        .split_whitespace()
-        .find(|word| word.starts_with("sk_test_") && word.len() > 40)
-        .expect("the banner shows the key")
-        .to_owned()
-}
+use super::server::{Server, shown_key};
 
 #[tokio::test]
 async fn the_first_run_creates_one_key_and_prints_a_curl_that_works() {
     let dir = TestDir::new();
-    let server = Server::start(&dir);
+    let server = Server::start(&dir.data_dir());
     let key = shown_key(&server.banner);
     assert!(
         server.banner.contains("shown only this once"),
@@ -146,7 +45,7 @@ async fn the_first_run_creates_one_key_and_prints_a_curl_that_works() {
     drop(server);
 
     // A second start finds the key and creates none.
-    let server = Server::start(&dir);
+    let server = Server::start(&dir.data_dir());
     assert!(!server.banner.contains("sk_test_"), "{}", server.banner);
     let listed = dir.pyexec(&["keys", "list", "--json"]).success().json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -156,7 +55,7 @@ async fn the_first_run_creates_one_key_and_prints_a_curl_that_works() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_directory_is_refused() {
     let dir = TestDir::new();
-    let _server = Server::start(&dir);
+    let _server = Server::start(&dir.data_dir());
     let second = pyexec()
         .args(["serve", "--addr", "127.0.0.1:0"])
         .arg("--data-dir")
@@ -171,7 +70,7 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
 #[tokio::test]
 async fn keys_commands_take_effect_on_the_running_server() {
     let dir = TestDir::new();
-    let server = Server::start(&dir);
+    let server = Server::start(&dir.data_dir());
     let (key, id) = dir.add_key("prod", 1);
     let ok = json!({"code": "result = 1"});
     assert_eq!(server.execute(&key, ok.clone()).await.0, 200);
@@ -197,7 +96,7 @@ async fn keys_commands_take_effect_on_the_running_server() {
 #[tokio::test]
 async fn sigterm_lets_an_execution_in_flight_finish() {
     let dir = TestDir::new();
-    let server = Server::start(&dir);
+    let server = Server::start(&dir.data_dir());
     let key = shown_key(&server.banner);
     let base = server.base.clone();
     let in_flight = tokio::spawn(async move {
@@ -234,7 +133,7 @@ async fn sigterm_lets_an_execution_in_flight_finish() {
 #[tokio::test]
 async fn kill_9_forgets_no_acknowledged_execution() {
     let dir = TestDir::new();
-    let server = Server::start(&dir);
+    let server = Server::start(&dir.data_dir());
     let (key, id) = dir.add_key("test", 1_000_000);
     // Eight clients hammer the server; it is killed while they do.
     let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -289,7 +188,7 @@ async fn kill_9_forgets_no_acknowledged_execution() {
         "used {used}, acknowledged {acknowledged}"
     );
     // The database opens cleanly for a new server.
-    let server = Server::start(&dir);
+    let server = Server::start(&dir.data_dir());
     assert_eq!(
         server.execute(&key, json!({"code": "result = 2"})).await.0,
         200

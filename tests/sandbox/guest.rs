@@ -222,6 +222,13 @@ async fn syntax_errors_point_at_the_line() {
         (err.kind, err.type_name.as_str()),
         (ErrorKind::SyntaxError, "IndentationError")
     );
+    // Found by the property tests: RustPython's warning pass panicked on this.
+    let err = error(&run("s = '\u{a1}").await).clone();
+    assert_eq!(
+        (err.kind, err.line),
+        (ErrorKind::SyntaxError, Some(1)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

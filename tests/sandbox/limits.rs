@@ -29,6 +29,7 @@ async fn a_key_fuel_limit_overrides_the_default() {
             code: code.into(),
             data: None,
             fuel: None,
+            tenant: None,
         })
         .await
         .unwrap();
@@ -38,6 +39,7 @@ async fn a_key_fuel_limit_overrides_the_default() {
             code: code.into(),
             data: None,
             fuel: Some(5_000_000),
+            tenant: None,
         })
         .await
         .unwrap();
@@ -194,6 +196,7 @@ async fn oversized_input_is_rejected_before_running() {
             code,
             data: None,
             fuel: None,
+            tenant: None,
         })
         .await
         .unwrap_err();

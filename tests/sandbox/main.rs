@@ -52,6 +52,7 @@ pub async fn run_with(code: &str, data: &str) -> Outcome {
             code: code.to_owned(),
             data: Some(data),
             fuel: None,
+            tenant: None,
         })
         .await
         .expect("the execution is admitted")

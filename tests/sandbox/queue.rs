@@ -27,6 +27,7 @@ fn sleeper() -> Execution {
         code: "import time\ntime.sleep(60)".into(),
         data: None,
         fuel: None,
+        tenant: None,
     }
 }
 
@@ -64,6 +65,7 @@ async fn executions_beyond_capacity_are_rejected_immediately() {
             code: "result = 1".into(),
             data: None,
             fuel: None,
+            tenant: None,
         })
         .await
         .unwrap();
@@ -87,5 +89,53 @@ async fn a_cancelled_execution_releases_its_slot() {
         started.elapsed() < Duration::from_millis(500),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn waiting_executions_are_served_round_robin_per_tenant() {
+    let sandbox = Sandbox::new(SandboxConfig {
+        limits: Limits::default(),
+        workers: 1,
+        queue: 16,
+        cache_dir: Some(cache_dir()),
+        pooling: false,
+    })
+    .unwrap();
+    let job = |tenant: &str, name: &str| Execution {
+        code: format!("import time\ntime.sleep(0.2)\nresult = '{name}'"),
+        data: None,
+        fuel: None,
+        tenant: Some(tenant.to_owned()),
+    };
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    // The hog queues five executions first; the other tenant's one comes after them.
+    for (tenant, name) in [
+        ("hog", "h1"),
+        ("hog", "h2"),
+        ("hog", "h3"),
+        ("hog", "h4"),
+        ("hog", "h5"),
+        ("other", "o1"),
+    ] {
+        let (runner, finished, execution) = (sandbox.clone(), finished.clone(), job(tenant, name));
+        tasks.push(tokio::spawn(async move {
+            let outcome = runner.execute(execution).await.unwrap();
+            let name: String = serde_json::from_str(outcome.result.unwrap().get()).unwrap();
+            finished.lock().unwrap().push(name);
+        }));
+        // Queue them in this order.
+        wait_until(|| sandbox.load().running + sandbox.load().queued == tasks.len()).await;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let finished = finished.lock().unwrap().clone();
+    // h1 was already running; the other tenant's turn comes right after it, not after h5.
+    assert_eq!(
+        finished,
+        ["h1", "h2", "o1", "h3", "h4", "h5"],
+        "{finished:?}"
     );
 }
