@@ -4,4 +4,5 @@ mod help;
 mod helpers;
 mod keys;
 mod keys_via_server;
+mod run;
 mod serve;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::helpers::{TestDir, pyexec};
+use super::helpers::{TestDir, module_cache_dir, pyexec};
 
 /// A running `pyexec serve` on 127.0.0.1:0.
 pub struct Server {
@@ -20,7 +20,6 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &TestDir) -> Server {
-        let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
         let mut child = pyexec()
             .args([
                 "serve",
@@ -34,7 +33,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.data_dir())
             .arg("--module-cache-dir")
-            .arg(cache)
+            .arg(module_cache_dir())
             .env("PYEXEC_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
