@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod completions;
 pub mod keys;
 mod run;
 mod sandbox_args;
@@ -35,6 +36,7 @@ pub enum Command {
     Run(run::RunArgs),
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    Completions(completions::CompletionsArgs),
 }
 
 /// A mistake in how a command was called (a file that cannot be read, an invalid value): exit
@@ -57,6 +59,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(command) => {
             init_tracing("warn");
             command.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Completions(args) => {
+            args.run();
+            Ok(ExitCode::SUCCESS)
         }
     };
     match result {

@@ -1,5 +1,6 @@
 //! Integration tests of the `pyexec` binary, compiled as one test binary.
 
+mod completions;
 mod help;
 mod helpers;
 mod keys;
