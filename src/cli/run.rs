@@ -19,7 +19,10 @@ use crate::sandbox::{Execution, Rejected, Sandbox, SandboxConfig};
 /// Prints what the code printed, then its `result` as pretty JSON (nothing when it is null).
 /// When the code fails, prints its traceback (or, for a limit, `kind: message`) on stderr.
 /// Exit code: 0 on success, 1 when the code raised or hit a limit, 2 on bad usage.
+// One execution needs one worker and no queue: their settings (and environment variables, which
+// may be set for `serve`) are accepted but not shown.
 #[derive(Debug, Args)]
+#[command(mut_arg("workers", |arg| arg.hide(true)), mut_arg("queue", |arg| arg.hide(true)))]
 pub struct RunArgs {
     /// The Python file to run; `-` or nothing reads the code from stdin
     #[arg(value_name = "FILE")]

@@ -268,3 +268,21 @@ fn bad_usage_exits_2_with_one_line() {
     // clap's own usage errors exit 2 as well.
     assert_eq!(pyexec_run(&["--fuel", "lots"], b"").code, Some(2));
 }
+
+#[test]
+fn help_documents_input_output_and_exit_codes() {
+    let out = super::helpers::run(pyexec().args(["run", "--help"])).success();
+    for text in [
+        "[FILE]",
+        "--data <JSON|@FILE>",
+        "--json",
+        "--fuel <UNITS>",
+        "--timeout <SECONDS>",
+        "1 when the code raised or hit a limit, 2 on bad usage",
+    ] {
+        assert!(out.stdout.contains(text), "no {text:?}:\n{}", out.stdout);
+    }
+    // One execution, one worker: the server's sizing flags are not offered.
+    assert!(!out.stdout.contains("--workers"), "{}", out.stdout);
+    assert!(!out.stdout.contains("--queue"), "{}", out.stdout);
+}
