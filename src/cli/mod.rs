@@ -43,7 +43,7 @@ pub enum Command {
 /// code 2, like clap's own usage errors, rather than 1 for a failure while doing the work.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct UsageError(pub anyhow::Error);
+struct UsageError(anyhow::Error);
 
 /// Runs the parsed command line; errors are printed once, here.
 pub fn run(cli: Cli) -> ExitCode {

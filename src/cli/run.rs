@@ -72,11 +72,12 @@ impl RunArgs {
             .block_on(prepared.run());
 
         let response = ExecuteResponse::new(outcome, None);
-        if self.json {
-            println!("{}", serde_json::to_string(&response)?);
+        let written = if self.json {
+            writeln!(io::stdout().lock(), "{}", serde_json::to_string(&response)?)
         } else {
-            print_human(&response).context("writing the output")?;
-        }
+            print_human(&response)
+        };
+        written.context("writing the output")?;
         Ok(if response.success {
             ExitCode::SUCCESS
         } else {
