@@ -42,8 +42,10 @@ pub struct ExecuteResponse {
     /// Why the run failed; only when not `success`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ExecutionError>,
-    /// Executions this key has left.
-    pub executions_left: u64,
+    /// Executions this key has left. Always present in API replies; absent only from
+    /// `pyexec run --json`, which runs without a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executions_left: Option<u64>,
     /// What the code printed, up to the output limit.
     pub stdout: String,
     /// What the code wrote to stderr, up to the output limit.
@@ -55,7 +57,8 @@ pub struct ExecuteResponse {
 }
 
 impl ExecuteResponse {
-    fn new(outcome: Outcome, executions_left: u64) -> Self {
+    /// The envelope of `outcome`; shared by `POST /execute` and `pyexec run --json`.
+    pub fn new(outcome: Outcome, executions_left: Option<u64>) -> Self {
         let (success, result, error) = match outcome.result {
             Ok(result) => (true, Some(result), None),
             Err(error) => (false, None, Some(error)),
@@ -169,5 +172,5 @@ async fn run(
         duration_us = outcome.duration.as_micros() as u64,
         "execution"
     );
-    Ok(ExecuteResponse::new(outcome, executions_left))
+    Ok(ExecuteResponse::new(outcome, Some(executions_left)))
 }

@@ -1,6 +1,6 @@
-//! HTTP: routing, authentication, request and response types, the error model, metrics and the
-//! OpenAPI document. It calls the key store and the sandbox through their handles and contains
-//! no wasmtime or sled code itself.
+//! HTTP: routing, authentication, request and response types, the error model, metrics, the
+//! OpenAPI document and the playground page. It calls the key store and the sandbox through
+//! their handles and contains no wasmtime or sled code itself.
 //!
 //! One [`app`] router serves both `pyexec serve` and the tests.
 
@@ -9,6 +9,7 @@ mod execute;
 mod extract;
 mod metrics;
 mod openapi;
+mod playground;
 mod quota;
 mod usage;
 
@@ -82,6 +83,7 @@ impl AppState {
 /// The routes, with request ids, tracing, metrics and the body limit.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", get(playground::playground))
         .route("/execute", post(execute::execute))
         .route("/usage", get(usage::usage))
         .route("/health", get(usage::health))

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod completions;
 pub mod keys;
+mod run;
 mod sandbox_args;
 mod serve;
 
@@ -31,27 +33,47 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Serve(serve::ServeArgs),
+    Run(run::RunArgs),
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    Completions(completions::CompletionsArgs),
 }
+
+/// A mistake in how a command was called (a file that cannot be read, an invalid value): exit
+/// code 2, like clap's own usage errors, rather than 1 for a failure while doing the work.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct UsageError(anyhow::Error);
 
 /// Runs the parsed command line; errors are printed once, here.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             init_tracing("info");
+            args.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            init_tracing("warn");
             args.run(&cli.data_dir)
         }
         Command::Keys(command) => {
             init_tracing("warn");
-            command.run(&cli.data_dir)
+            command.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Completions(args) => {
+            args.run();
+            Ok(ExitCode::SUCCESS)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

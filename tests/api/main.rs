@@ -5,3 +5,4 @@ mod errors;
 mod execute;
 mod helpers;
 mod observability;
+mod playground;

@@ -67,6 +67,11 @@ impl TestDir {
     }
 }
 
+/// The compiled-module cache shared by every test binary, so the guest is compiled once.
+pub fn module_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache")
+}
+
 /// The `pyexec` binary with a clean environment for the settings under test.
 pub fn pyexec() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
@@ -110,6 +115,21 @@ impl Run {
         assert_eq!(self.stdout, "", "nothing on stdout on failure");
         assert!(self.stderr.starts_with("error: "), "{self:#?}");
         assert_eq!(self.stderr.lines().count(), 1, "{self:#?}");
+        self
+    }
+
+    /// Bad usage: exit code 2, nothing on stdout and one `error: …` line on stderr containing
+    /// `expected`.
+    #[track_caller]
+    pub fn usage_error(self, expected: &str) -> Run {
+        assert_eq!(self.code, Some(2), "expected exit code 2: {self:#?}");
+        assert_eq!(self.stdout, "", "nothing on stdout on bad usage");
+        assert!(self.stderr.starts_with("error: "), "{self:#?}");
+        assert_eq!(self.stderr.lines().count(), 1, "{self:#?}");
+        assert!(
+            self.stderr.contains(expected),
+            "{expected:?} not in {self:#?}"
+        );
         self
     }
 

@@ -1,8 +1,10 @@
 //! Integration tests of the `pyexec` binary, compiled as one test binary.
 
+mod completions;
 mod help;
 mod helpers;
 mod keys;
 mod keys_via_server;
+mod run;
 mod serve;
 mod server;
