@@ -61,12 +61,20 @@ async fn main() -> anyhow::Result<()> {
     linker.func_wrap("pyexec", "request_len", || -> wasmtime::Result<u32> {
         wasmtime::bail!("pyexec.request_len called during pre-initialisation")
     })?;
-    linker.func_wrap("pyexec", "request_read", |_: u32, _: u32| -> wasmtime::Result<()> {
-        wasmtime::bail!("pyexec.request_read called during pre-initialisation")
-    })?;
-    linker.func_wrap("pyexec", "reply", |_: u32, _: u32| -> wasmtime::Result<()> {
-        wasmtime::bail!("pyexec.reply called during pre-initialisation")
-    })?;
+    linker.func_wrap(
+        "pyexec",
+        "request_read",
+        |_: u32, _: u32| -> wasmtime::Result<()> {
+            wasmtime::bail!("pyexec.request_read called during pre-initialisation")
+        },
+    )?;
+    linker.func_wrap(
+        "pyexec",
+        "reply",
+        |_: u32, _: u32| -> wasmtime::Result<()> {
+            wasmtime::bail!("pyexec.reply called during pre-initialisation")
+        },
+    )?;
 
     let wasi = WasiCtxBuilder::new()
         .inherit_stderr()
