@@ -1,7 +1,5 @@
 //! Every error status, in the `{"detail", "code"}` shape, and what is (not) charged.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::helpers::{header, json, sandbox_with, spawn_app, spawn_app_with};
@@ -220,22 +218,8 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
 async fn a_full_sandbox_is_503_with_retry_after_and_not_charged() {
     let app = spawn_app_with(sandbox_with(1, 0), 32).await;
     let key = app.key(10, 1000);
-    let running = tokio::spawn({
-        let (client, base, key) = (app.client.clone(), app.base.clone(), key.clone());
-        async move {
-            client
-                .post(format!("{base}/execute"))
-                .header("X-API-Key", key)
-                .header("Content-Type", "application/json")
-                .body(SLEEP_BODY)
-                .send()
-                .await
-                .unwrap()
-        }
-    });
-    while app.state.sandbox.load().running == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = app.execute_in_background(&key, SLEEP_BODY);
+    app.until_running().await;
     let response = app.execute(&key, OK_BODY).await;
     assert_eq!(header(&response, "retry-after"), Some("1"));
     let (status, body) = json(response).await;
@@ -249,22 +233,8 @@ async fn a_full_sandbox_is_503_with_retry_after_and_not_charged() {
 async fn one_key_cannot_exceed_its_concurrency_cap() {
     let app = spawn_app_with(super::helpers::sandbox_with(2, 8), 1).await;
     let key = app.key(10, 1000);
-    let running = tokio::spawn({
-        let (client, base, key) = (app.client.clone(), app.base.clone(), key.clone());
-        async move {
-            client
-                .post(format!("{base}/execute"))
-                .header("X-API-Key", key)
-                .header("Content-Type", "application/json")
-                .body(SLEEP_BODY)
-                .send()
-                .await
-                .unwrap()
-        }
-    });
-    while app.state.sandbox.load().running == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = app.execute_in_background(&key, SLEEP_BODY);
+    app.until_running().await;
     let response = app.execute(&key, OK_BODY).await;
     assert_eq!(header(&response, "retry-after"), Some("1"));
     let (status, body) = json(response).await;

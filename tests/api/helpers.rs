@@ -98,14 +98,29 @@ impl TestApp {
 
     /// `POST /execute` with a JSON body.
     pub async fn execute(&self, key: &str, body: &str) -> reqwest::Response {
-        self.client
-            .post(format!("{}/execute", self.base))
-            .header("X-API-Key", key)
-            .header("Content-Type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap()
+        post_execute(&self.client, &self.base, key, body).await
+    }
+
+    /// `POST /execute` from a task of its own, for requests that must overlap.
+    pub fn execute_in_background(
+        &self,
+        key: &str,
+        body: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Response> {
+        let (client, base, key, body) = (
+            self.client.clone(),
+            self.base.clone(),
+            key.to_owned(),
+            body.to_owned(),
+        );
+        tokio::spawn(async move { post_execute(&client, &base, &key, &body).await })
+    }
+
+    /// Waits until the sandbox has an execution running.
+    pub async fn until_running(&self) {
+        while self.state.sandbox.load().running == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
@@ -115,6 +130,23 @@ impl TestApp {
         }
         request.send().await.unwrap()
     }
+}
+
+/// `POST /execute` with a JSON body, from any task.
+pub async fn post_execute(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/execute"))
+        .header("X-API-Key", key)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Status and body of a response, the body parsed as JSON.

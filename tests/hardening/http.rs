@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::helpers::{json, spawn_app};
+use super::helpers::{json, post_execute, spawn_app};
 
 fn host_port(base: &str) -> &str {
     base.trim_start_matches("http://")
@@ -121,14 +121,7 @@ async fn a_flood_of_invalid_keys_is_cheap_and_harmless() {
                 } else {
                     format!("{known_id}{:032}", client * 1000 + i)
                 };
-                let response = http
-                    .post(format!("{base}/execute"))
-                    .header("X-API-Key", key)
-                    .header("Content-Type", "application/json")
-                    .body(r#"{"code": "result = 1"}"#)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = post_execute(&http, &base, &key, r#"{"code": "result = 1"}"#).await;
                 statuses.push(response.status().as_u16());
             }
             statuses

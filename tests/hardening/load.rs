@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::helpers::{json, sandbox_with, spawn_app, spawn_app_with};
+use super::helpers::{json, post_execute, sandbox_with, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn exactly_the_limit_is_admitted_under_concurrent_load() {
@@ -17,14 +17,7 @@ async fn exactly_the_limit_is_admitted_under_concurrent_load() {
         clients.push(tokio::spawn(async move {
             let mut statuses = Vec::new();
             for _ in 0..6 {
-                let response = http
-                    .post(format!("{base}/execute"))
-                    .header("X-API-Key", &key)
-                    .header("Content-Type", "application/json")
-                    .body(r#"{"code": "result = 1"}"#)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = post_execute(&http, &base, &key, r#"{"code": "result = 1"}"#).await;
                 statuses.push(response.status().as_u16());
             }
             statuses
@@ -52,20 +45,9 @@ async fn cpu_hogs_do_not_starve_health_or_other_tenants() {
     // Two workers, a roomy queue and per-key cap: the hog can queue 16 endless loops.
     let app = spawn_app_with(sandbox_with(2, 32), 16).await;
     let hog = app.roomy_key();
-    let mut hogs = Vec::new();
-    for _ in 0..16 {
-        let (http, base, hog) = (app.client.clone(), app.base.clone(), hog.clone());
-        hogs.push(tokio::spawn(async move {
-            http.post(format!("{base}/execute"))
-                .header("X-API-Key", &hog)
-                .header("Content-Type", "application/json")
-                .body(r#"{"code": "while True: pass"}"#)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
+    let hogs: Vec<_> = (0..16)
+        .map(|_| app.execute_in_background(&hog, r#"{"code": "while True: pass"}"#))
+        .collect();
     while app.state.sandbox.load().queued < 10 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -94,7 +76,7 @@ async fn cpu_hogs_do_not_starve_health_or_other_tenants() {
         "the hogs were still queued when the other tenant was served"
     );
     for hog in hogs {
-        assert_eq!(hog.await.unwrap(), 200);
+        assert_eq!(hog.await.unwrap().status(), 200);
     }
     eprintln!("health {health:?}, other tenant waited {waited:?}, hog backlog left {backlog}");
 }
@@ -109,14 +91,7 @@ async fn rss_stays_flat_over_ten_thousand_executions() {
         let (http, base, key) = (app.client.clone(), app.base.clone(), key.clone());
         async move {
             for _ in 0..n {
-                let response = http
-                    .post(format!("{base}/execute"))
-                    .header("X-API-Key", &key)
-                    .header("Content-Type", "application/json")
-                    .body(r#"{"code": "import json, statistics\nresult = statistics.mean(data['x'])", "data": {"x": [1, 2, 3]}}"#)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = post_execute(&http, &base, &key, r#"{"code": "import json, statistics\nresult = statistics.mean(data['x'])", "data": {"x": [1, 2, 3]}}"#).await;
                 assert_eq!(response.status(), 200);
             }
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::keys::{KeyAdmin, KeyRef};
+use crate::keys::{AdminError, KeyAdmin, KeyRecord, KeyRef};
 
 mod add;
 mod list;
@@ -76,4 +76,21 @@ impl KeyArg {
 fn open(data_dir: &Path) -> anyhow::Result<KeyAdmin> {
     KeyAdmin::open(data_dir)
         .with_context(|| format!("cannot open the key store in {}", data_dir.display()))
+}
+
+/// What the subcommands acting on one key share: parse KEY, apply `change` (directly or through
+/// the server), then print the resulting record as JSON, or as `describe` puts it.
+fn act_on_key(
+    key: &KeyArg,
+    output: &OutputArgs,
+    data_dir: &Path,
+    change: impl FnOnce(&mut KeyAdmin, KeyRef) -> Result<KeyRecord, AdminError>,
+    describe: impl FnOnce(&KeyRecord) -> String,
+) -> anyhow::Result<()> {
+    let key = key.parse()?;
+    let record = change(&mut open(data_dir)?, key)?;
+    if output.json {
+        return output::print_json(&output::KeyJson::new(&record));
+    }
+    output::print(&describe(&record))
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::output::{KeyJson, clean, print, print_json, status};
+use super::output::{clean, status};
 use super::{KeyArg, OutputArgs};
 
 /// Revoke an API key: it is refused from now on, also by a running server; this cannot be
@@ -19,15 +19,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
-    let key = args.key.parse()?;
-    let record = super::open(data_dir)?.revoke(key)?;
-    if args.output.json {
-        return print_json(&KeyJson::new(&record));
-    }
-    print(&format!(
-        "Revoked {} (\"{}\"): {}.\n",
-        record.id,
-        clean(&record.name),
-        status(&record),
-    ))
+    super::act_on_key(
+        &args.key,
+        &args.output,
+        data_dir,
+        |admin, key| admin.revoke(key),
+        |record| {
+            format!(
+                "Revoked {} (\"{}\"): {}.\n",
+                record.id,
+                clean(&record.name),
+                status(record),
+            )
+        },
+    )
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::output::{KeyJson, details, print, print_json};
+use super::output::details;
 use super::{KeyArg, OutputArgs};
 
 /// Show one API key's details and usage (never the secret key itself)
@@ -16,10 +16,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
-    let key = args.key.parse()?;
-    let record = super::open(data_dir)?.show(key)?;
-    if args.output.json {
-        return print_json(&KeyJson::new(&record));
-    }
-    print(&details(&record))
+    super::act_on_key(
+        &args.key,
+        &args.output,
+        data_dir,
+        |admin, key| admin.show(key),
+        details,
+    )
 }

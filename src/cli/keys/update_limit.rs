@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::output::{KeyJson, clean, print, print_json};
+use super::output::clean;
 use super::{KeyArg, OutputArgs};
 
 /// Set a key's total executions limit; executions left becomes N minus executions used
@@ -21,17 +21,20 @@ pub struct Args {
 }
 
 pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
-    let key = args.key.parse()?;
-    let record = super::open(data_dir)?.update_limit(key, args.limit)?;
-    if args.output.json {
-        return print_json(&KeyJson::new(&record));
-    }
-    print(&format!(
-        "Set the executions limit of {} (\"{}\") to {}: {} used, {} left.\n",
-        record.id,
-        clean(&record.name),
-        record.executions_limit,
-        record.executions_used,
-        record.executions_left(),
-    ))
+    super::act_on_key(
+        &args.key,
+        &args.output,
+        data_dir,
+        |admin, key| admin.update_limit(key, args.limit),
+        |record| {
+            format!(
+                "Set the executions limit of {} (\"{}\") to {}: {} used, {} left.\n",
+                record.id,
+                clean(&record.name),
+                record.executions_limit,
+                record.executions_used,
+                record.executions_left(),
+            )
+        },
+    )
 }
