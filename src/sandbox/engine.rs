@@ -67,17 +67,20 @@ pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
     Ok((engine, hasher.finish()))
 }
 
-/// Compiles the guest, or loads it from `cache_dir` when an earlier run compiled it with a
-/// compatible engine. A cache file that fails to load is replaced.
+/// Compiles the guest module `wasm`, or loads it from `cache_dir` when an earlier run compiled
+/// it with a compatible engine; `sha256` (hex, of `wasm`) names it in the cache. A cache file
+/// that fails to load is replaced.
 pub fn load_guest(
     engine: &Engine,
     engine_key: u64,
+    wasm: &[u8],
+    sha256: &str,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Module> {
     let Some(cache_dir) = cache_dir else {
-        return compile(engine);
+        return compile(engine, wasm);
     };
-    let guest = GUEST_SHA256.get(..16).unwrap_or("unknown");
+    let guest = sha256.get(..16).unwrap_or("unknown");
     let path = cache_dir.join(format!("python-{guest}-{engine_key:016x}.cwasm"));
     if path.exists() {
         match deserialize(engine, &path) {
@@ -88,16 +91,16 @@ pub fn load_guest(
             ),
         }
     }
-    let module = compile(engine)?;
+    let module = compile(engine, wasm)?;
     if let Err(err) = store(&module, cache_dir, &path) {
         tracing::warn!(path = %path.display(), "could not cache the compiled module: {err:#}");
     }
     Ok(module)
 }
 
-fn compile(engine: &Engine) -> anyhow::Result<Module> {
+fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Module> {
     let started = std::time::Instant::now();
-    let module = Module::new(engine, GUEST_WASM)
+    let module = Module::new(engine, wasm)
         .map_err(anyhow::Error::from)
         .context("compiling the guest module")?;
     tracing::info!(

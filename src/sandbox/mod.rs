@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK};
@@ -130,12 +131,30 @@ struct Job {
 }
 
 impl Sandbox {
-    /// Loads (or compiles and caches) the guest and starts the workers.
+    /// Loads (or compiles and caches) the embedded guest and starts the workers.
     pub fn new(config: SandboxConfig) -> anyhow::Result<Self> {
+        Self::start(config, GUEST_WASM, GUEST_SHA256)
+    }
+
+    /// Like [`new`](Self::new), but runs `wasm`, another build of the guest speaking the same
+    /// protocol, instead of the embedded snapshot. The benchmarks use it to compare with the
+    /// unsnapshotted guest, which builds the interpreter in every execution.
+    pub fn with_guest(config: SandboxConfig, wasm: &[u8]) -> anyhow::Result<Self> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        Self::start(config, wasm, &sha256)
+    }
+
+    fn start(config: SandboxConfig, wasm: &[u8], sha256: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers > 0, "the sandbox needs at least one worker");
         let started = Instant::now();
         let (engine, engine_key) = engine::engine(config.pooling)?;
-        let module = engine::load_guest(&engine, engine_key, config.cache_dir.as_deref())?;
+        let module = engine::load_guest(
+            &engine,
+            engine_key,
+            wasm,
+            sha256,
+            config.cache_dir.as_deref(),
+        )?;
         let guest = Arc::new(Guest::new(engine, &module)?);
         // The first instance builds the copy-on-write memory image (~40 ms): pay that here,
         // not in the first client's request.
