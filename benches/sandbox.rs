@@ -9,10 +9,12 @@
 //! `scripts/bench.sh`.
 //!
 //! Guests compared, on the same cases:
-//! - `snapshot`: the embedded, pre-initialised guest with the on-demand allocator (the default);
-//! - `snapshot_pooling`: the same with wasmtime's pooling allocator;
+//! - `pooling`: the embedded, pre-initialised guest with wasmtime's pooling allocator (the
+//!   default where the kernel supports `PAGEMAP_SCAN`, see `SandboxConfig::pooling`);
+//! - `on_demand`: the same guest with a freshly mapped memory per execution;
 //! - `unsnapshotted`: the guest as compiled, which builds the interpreter in every execution
-//!   (`target/guest/python-unsnapshotted.wasm`, written by `guest/build.sh`; skipped when absent).
+//!   (`target/guest/python-unsnapshotted.wasm`, written by `guest/build.sh`; skipped when absent),
+//!   with the default allocator.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -113,6 +115,8 @@ impl Percentiles {
 /// Everything the run measured, written for `scripts/bench.sh`.
 #[derive(Default, Serialize)]
 struct Report {
+    /// Which of the snapshot's guests `SandboxConfig::default()` picks here.
+    default_guest: &'static str,
     executions: Vec<Summary>,
     /// `Sandbox::new` with an empty module cache (compiles the guest), in milliseconds.
     sandbox_new_empty_cache_ms: Option<f64>,
@@ -135,14 +139,20 @@ fn execute(c: &mut Criterion, report: &mut Report) {
         .build()
         .expect("a tokio runtime");
     let cache = cache_dir();
+    let default_pooling = SandboxConfig::default().pooling;
+    report.default_guest = if default_pooling {
+        "pooling"
+    } else {
+        "on_demand"
+    };
     let mut guests = vec![
-        ("snapshot", Sandbox::new(config(false, &cache))),
-        ("snapshot_pooling", Sandbox::new(config(true, &cache))),
+        ("pooling", Sandbox::new(config(true, &cache))),
+        ("on_demand", Sandbox::new(config(false, &cache))),
     ];
     match std::fs::read(unsnapshotted_wasm()) {
         Ok(wasm) => guests.push((
             "unsnapshotted",
-            Sandbox::with_guest(config(false, &cache), &wasm),
+            Sandbox::with_guest(config(default_pooling, &cache), &wasm),
         )),
         Err(err) => eprintln!(
             "skipping the unsnapshotted guest: cannot read {} ({err}); `guest/build.sh` writes it",
@@ -229,10 +239,11 @@ fn execute(c: &mut Criterion, report: &mut Report) {
 fn startup(c: &mut Criterion, report: &mut Report) {
     let mut group = c.benchmark_group("startup");
     let cache = tempfile::tempdir().expect("a temporary directory");
+    let config = config(SandboxConfig::default().pooling, cache.path());
     // One compile takes 10–30 s here, too long for criterion's ten samples at least: timed once.
     if criterion_filter_matches("startup/sandbox_new_empty_cache") {
         let started = Instant::now();
-        drop(Sandbox::new(config(false, cache.path())).expect("the sandbox starts"));
+        drop(Sandbox::new(config.clone()).expect("the sandbox starts"));
         let elapsed = started.elapsed();
         println!("startup/sandbox_new_empty_cache: {elapsed:.2?} (one run)");
         report.sandbox_new_empty_cache_ms = Some(elapsed.as_secs_f64() * 1e3);
@@ -246,7 +257,7 @@ fn startup(c: &mut Criterion, report: &mut Report) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let started = Instant::now();
-                    let sandbox = Sandbox::new(config(false, cache.path()));
+                    let sandbox = Sandbox::new(config.clone());
                     let elapsed = started.elapsed();
                     drop(sandbox.expect("the sandbox starts"));
                     total += elapsed;
