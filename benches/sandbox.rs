@@ -2,6 +2,11 @@
 //! through the real path (`Sandbox::execute`: queue, worker thread, fresh instance, oneshot
 //! back), and how long `Sandbox::new` takes with an empty and with a warm module cache.
 //!
+//! A `throughput` group then keeps 16 executions in flight on all workers and reports
+//! executions per second and CPU time per execution: the ceiling of the HTTP server, and what
+//! running executions side by side costs (the workers share one address space, so mapping
+//! instance memory and dropping it contend and interrupt each other).
+//!
 //! Run with `cargo bench --bench sandbox` (`-- example` and the like filter by name). Besides
 //! criterion's own report, each benchmark prints the latency distribution of every execution it
 //! ran (criterion reports means and medians of batches, the targets are percentiles of single
@@ -20,9 +25,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use pyexec::sandbox::{Execution, Sandbox, SandboxConfig};
+use pyexec::sandbox::{Execution, Outcome, Sandbox, SandboxConfig};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
 
 /// One piece of Python to run, with its `data`.
 struct Case {
@@ -33,7 +40,7 @@ struct Case {
     result: &'static str,
 }
 
-const CASES: [Case; 3] = [
+static CASES: [Case; 3] = [
     Case {
         name: "example",
         code: "result = sum(data['numbers']) / len(data['numbers'])",
@@ -57,6 +64,26 @@ const CASES: [Case; 3] = [
         result: r#"{"mean":5.5,"median":5.5,"stdev":3.02765}"#,
     },
 ];
+
+impl Case {
+    fn execution(&self) -> Execution {
+        Execution {
+            code: self.code.to_owned(),
+            data: Some(RawValue::from_string(self.data.to_owned()).unwrap()),
+            fuel: None,
+        }
+    }
+
+    fn check(&self, guest: &str, outcome: &Outcome) {
+        match &outcome.result {
+            Ok(result) => assert_eq!(result.get(), self.result),
+            Err(err) => panic!("{}/{guest} failed: {err:?}", self.name),
+        }
+    }
+}
+
+/// Executions the throughput benchmark keeps in flight, as the HTTP benchmark's connections.
+const IN_FLIGHT: usize = 16;
 
 /// The unsnapshotted guest, where `guest/build.sh` leaves it.
 fn unsnapshotted_wasm() -> PathBuf {
@@ -112,32 +139,51 @@ impl Percentiles {
     }
 }
 
+/// What a throughput benchmark measured.
+#[derive(Serialize)]
+struct Throughput {
+    id: String,
+    executions: u64,
+    per_second: f64,
+    /// CPU time of the whole process (user + system) per execution, in microseconds.
+    cpu_us: f64,
+}
+
 /// Everything the run measured, written for `scripts/bench.sh`.
 #[derive(Default, Serialize)]
 struct Report {
     /// Which of the snapshot's guests `SandboxConfig::default()` picks here.
     default_guest: &'static str,
     executions: Vec<Summary>,
+    throughput: Vec<Throughput>,
     /// `Sandbox::new` with an empty module cache (compiles the guest), in milliseconds.
     sandbox_new_empty_cache_ms: Option<f64>,
     /// `Sandbox::new` with a warm module cache, in milliseconds.
     sandbox_new_warm_cache_ms: Option<Percentiles>,
 }
 
-/// Minor page faults of this process so far.
-fn minor_faults() -> u64 {
+/// Field `n` (numbered as in proc(5)) of this process's `/proc/self/stat`.
+fn proc_stat(n: usize) -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Field 10, counted after the parenthesised command name (which may hold spaces).
+    // Counted after the parenthesised command name (field 2, which may hold spaces).
     stat.rsplit_once(')')
-        .and_then(|(_, fields)| fields.split_whitespace().nth(7))
+        .and_then(|(_, fields)| fields.split_whitespace().nth(n - 3))
         .and_then(|field| field.parse().ok())
         .unwrap_or(0)
 }
 
-fn execute(c: &mut Criterion, report: &mut Report) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a tokio runtime");
+fn minor_faults() -> u64 {
+    proc_stat(10)
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    // In clock ticks, which Linux reports to user space at 100 Hz (USER_HZ).
+    Duration::from_millis(10 * (proc_stat(14) + proc_stat(15)))
+}
+
+/// The guests to compare, by name.
+fn guests(report: &mut Report) -> Vec<(&'static str, Sandbox)> {
     let cache = cache_dir();
     let default_pooling = SandboxConfig::default().pooling;
     report.default_guest = if default_pooling {
@@ -145,25 +191,34 @@ fn execute(c: &mut Criterion, report: &mut Report) {
     } else {
         "on_demand"
     };
+    let start = |config| Sandbox::new(config).expect("the sandbox starts");
     let mut guests = vec![
-        ("pooling", Sandbox::new(config(true, &cache))),
-        ("on_demand", Sandbox::new(config(false, &cache))),
+        ("pooling", start(config(true, &cache))),
+        ("on_demand", start(config(false, &cache))),
     ];
     match std::fs::read(unsnapshotted_wasm()) {
         Ok(wasm) => guests.push((
             "unsnapshotted",
-            Sandbox::with_guest(config(default_pooling, &cache), &wasm),
+            Sandbox::with_guest(config(default_pooling, &cache), &wasm)
+                .expect("the sandbox starts"),
         )),
         Err(err) => eprintln!(
             "skipping the unsnapshotted guest: cannot read {} ({err}); `guest/build.sh` writes it",
             unsnapshotted_wasm().display()
         ),
     }
+    guests
+}
 
+fn execute(
+    c: &mut Criterion,
+    report: &mut Report,
+    runtime: &Runtime,
+    guests: &[(&'static str, Sandbox)],
+) {
     for case in &CASES {
         let mut group = c.benchmark_group(format!("execute/{}", case.name));
-        for (name, sandbox) in &guests {
-            let sandbox = sandbox.as_ref().expect("the sandbox starts");
+        for (name, sandbox) in guests {
             // Tens of milliseconds per execution: criterion's default (100 samples of growing
             // batches) would take minutes.
             let slow = case.name == "loop_100k" || *name == "unsnapshotted";
@@ -184,20 +239,13 @@ fn execute(c: &mut Criterion, report: &mut Report) {
                     let faults_before = minor_faults();
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let execution = Execution {
-                            code: case.code.to_owned(),
-                            data: Some(RawValue::from_string(case.data.to_owned()).unwrap()),
-                            fuel: None,
-                        };
+                        let execution = case.execution();
                         let started = Instant::now();
                         let outcome = runtime
                             .block_on(sandbox.execute(execution))
                             .expect("the execution is admitted");
                         let elapsed = started.elapsed();
-                        match &outcome.result {
-                            Ok(result) => assert_eq!(result.get(), case.result),
-                            Err(err) => panic!("{}/{name} failed: {err:?}", case.name),
-                        }
+                        case.check(name, &outcome);
                         total += elapsed;
                         latency.push(elapsed.as_secs_f64() * 1e6);
                         instance.push(outcome.duration.as_secs_f64() * 1e6);
@@ -234,6 +282,59 @@ fn execute(c: &mut Criterion, report: &mut Report) {
         }
         group.finish();
     }
+}
+
+fn throughput(
+    c: &mut Criterion,
+    report: &mut Report,
+    runtime: &Runtime,
+    guests: &[(&'static str, Sandbox)],
+) {
+    let case = &CASES[0];
+    let mut group = c.benchmark_group(format!("throughput/{}", case.name));
+    group.throughput(criterion::Throughput::Elements(1));
+    for &(name, ref sandbox) in guests.iter().filter(|(name, _)| *name != "unsnapshotted") {
+        let (mut executions, mut elapsed, mut cpu) = (0, Duration::ZERO, Duration::ZERO);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (cpu_before, started) = (cpu_time(), Instant::now());
+                runtime.block_on(async {
+                    let mut in_flight = JoinSet::new();
+                    for _ in 0..iters {
+                        if in_flight.len() == IN_FLIGHT {
+                            in_flight.join_next().await;
+                        }
+                        let sandbox = sandbox.clone();
+                        in_flight.spawn(async move {
+                            let outcome = sandbox.execute(case.execution()).await;
+                            case.check(name, &outcome.expect("the execution is admitted"));
+                        });
+                    }
+                    in_flight.join_all().await;
+                });
+                let took = started.elapsed();
+                executions += iters;
+                elapsed += took;
+                cpu += cpu_time() - cpu_before;
+                took
+            });
+        });
+        if executions == 0 {
+            continue; // filtered out
+        }
+        let summary = Throughput {
+            id: format!("throughput/{}/{name}", case.name),
+            executions,
+            per_second: executions as f64 / elapsed.as_secs_f64(),
+            cpu_us: cpu.as_secs_f64() * 1e6 / executions as f64,
+        };
+        println!(
+            "{}: {:.0} executions/s, {:.0} µs of CPU per execution",
+            summary.id, summary.per_second, summary.cpu_us
+        );
+        report.throughput.push(summary);
+    }
+    group.finish();
 }
 
 fn startup(c: &mut Criterion, report: &mut Report) {
@@ -288,7 +389,13 @@ fn criterion_filter_matches(id: &str) -> bool {
 
 fn benches(c: &mut Criterion) {
     let mut report = Report::default();
-    execute(c, &mut report);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime");
+    let guests = guests(&mut report);
+    execute(c, &mut report, &runtime, &guests);
+    throughput(c, &mut report, &runtime, &guests);
+    drop(guests);
     startup(c, &mut report);
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-inprocess.json");
     let json = serde_json::to_string_pretty(&report).expect("the report serialises");

@@ -105,6 +105,13 @@ def healthy(addr):
         return False
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process and its reaped children (the baseline's python3)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # proc(5) fields 14-17 (utime, stime, cutime, cstime); fields[0] is field 3.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def memory_kib(pid):
     """VmRSS and VmHWM (peak) of a process, in KiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -169,31 +176,35 @@ class Baseline:
         self.process.wait()
 
 
-def wrk(addr, body, key, connections, seconds, limit=0):
-    """One wrk run; returns its summary with requests/s and an error count."""
+def wrk(server, body, key, connections, seconds, limit=0):
+    """One wrk run against `server`; returns its summary with requests/s, an error count and
+    the server's CPU time per request."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     env = dict(os.environ, BENCH_BODY=json.dumps(body), BENCH_KEY=key, BENCH_LIMIT=str(limit))
+    cpu_before = cpu_seconds(server.process.pid)
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-         "-s", script.name, f"http://{addr}/execute"],
+         "-s", script.name, f"http://{server.addr}/execute"],
         check=True, capture_output=True, text=True, env=env,
     ).stdout
+    cpu = cpu_seconds(server.process.pid) - cpu_before
     os.unlink(script.name)
     result = json.loads(output.split("BENCH ", 1)[1])
+    result["cpu_us_per_request"] = cpu * 1e6 / max(result["requests"], 1)
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["errors"] = result["socket_errors"] + result["failures"]
     return result
 
 
-def load_runs(addr, key):
+def load_runs(server, key):
     """The two timed runs every server gets, after a warm-up."""
-    check_example(addr, key)
-    wrk(addr, EXAMPLE, key, 16, WARMUP_SECONDS)
+    check_example(server.addr, key)
+    wrk(server, EXAMPLE, key, 16, WARMUP_SECONDS)
     log(f"example, 16 connections, {SECONDS} s")
-    example = wrk(addr, EXAMPLE, key, 16, SECONDS)
+    example = wrk(server, EXAMPLE, key, 16, SECONDS)
     log(f"CPU-heavy body, 4 connections, {SECONDS} s")
-    cpu = wrk(addr, CPU_HEAVY, key, 4, SECONDS)
+    cpu = wrk(server, CPU_HEAVY, key, 4, SECONDS)
     return example, cpu
 
 
@@ -221,10 +232,10 @@ def run(binary):
 
             server.start()
             key = server.add_key()
-            results["pyexec"] = load_runs(server.addr, key)
+            results["pyexec"] = load_runs(server, key)
             rss_before, _ = memory_kib(server.process.pid)
             log(f"{GROWTH_EXECUTIONS} executions of the example for the growth check")
-            growth = wrk(server.addr, EXAMPLE, key, 16, 600, limit=GROWTH_EXECUTIONS)
+            growth = wrk(server, EXAMPLE, key, 16, 600, limit=GROWTH_EXECUTIONS)
             rss_after, results["pyexec_peak_rss_kib"] = memory_kib(server.process.pid)
             results["growth"] = {
                 "executions": growth["requests"],
@@ -238,7 +249,7 @@ def run(binary):
             baseline = Baseline()
             baseline.start(log_file)
             try:
-                results["baseline"] = load_runs(baseline.addr, "unused")
+                results["baseline"] = load_runs(baseline, "unused")
                 _, results["baseline_peak_rss_kib"] = memory_kib(baseline.process.pid)
             finally:
                 baseline.stop()
@@ -257,6 +268,10 @@ def machine():
     memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
     return (f"{cpu}, {os.cpu_count()} CPUs, {memory / 2**20:.0f} GiB RAM, "
             f"Linux {platform.release()}; load average at start {os.getloadavg()[0]:.2f}")
+
+
+IN_FLIGHT_NOTE = ("16 executions in flight through `Sandbox::execute` on every worker; CPU is "
+                  "the whole process's user + system time per execution.")
 
 
 def ms(us):
@@ -324,8 +339,9 @@ def report(results, inprocess, command, started):
         lines += ["", "In-process targets: not measured (run `cargo bench --bench sandbox`)."]
 
     lines += ["", "## HTTP", "",
-              "| server | body | connections | requests/s | p50 | p99 | max | errors | peak RSS |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| server | body | connections | requests/s | p50 | p99 | max | errors | "
+              "server CPU per request | peak RSS |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, (example, cpu), peak in [
         ("pyexec", results["pyexec"], results["pyexec_peak_rss_kib"]),
         ("`python3 -I -c` per request", results["baseline"], results["baseline_peak_rss_kib"]),
@@ -333,9 +349,14 @@ def report(results, inprocess, command, started):
         for body, connections, run in [("example", 16, example), ("100k loop", 4, cpu)]:
             lines.append(
                 f"| {name} | {body} | {connections} | {run['rps']:,.0f} | {ms(run['p50_us'])} | "
-                f"{ms(run['p99_us'])} | {ms(run['max_us'])} | {run['errors']} | {mib(peak)} |"
+                f"{ms(run['p99_us'])} | {ms(run['max_us'])} | {run['errors']} | "
+                f"{ms(run['cpu_us_per_request'])} | {mib(peak)} |"
             )
-    lines += ["", "Peak RSS of the baseline is its HTTP server alone, without the children.",
+    lines += ["", "Server CPU per request is user + system time of the server process (for the "
+              "baseline, with its `python3` children) over the run, divided by requests: it "
+              "depends less on other load than requests/s, and bounds requests/s at "
+              "(CPUs − the load generator's share) / CPU per request. Peak RSS of the baseline "
+              "is its HTTP server alone, without the children.",
               "", "## Startup", "", "| what | time |", "|---|---|",
               f"| `pyexec serve` until /health 200, empty module cache | "
               f"{results['ready_cold_s']:.2f} s |",
@@ -355,7 +376,7 @@ def report(results, inprocess, command, started):
                   "instance, reply); *instance* is instantiate + run + drop alone.", "",
                   "| case | guest | executions | p50 | p99 | max | instance p50 | fuel | "
                   "page faults |", "|---|---|---|---|---|---|---|---|---|"]
-        for s in inprocess["executions"]:
+        for s in inprocess.get("executions", []):
             _, case, guest = s["id"].split("/")
             lat = s["latency_us"]
             lines.append(
@@ -363,6 +384,12 @@ def report(results, inprocess, command, started):
                 f"{ms(lat['max'])} | {ms(s['instance_us']['p50'])} | {s['fuel']:,} | "
                 f"{s['page_faults']:.0f} |"
             )
+        if inprocess.get("throughput"):
+            lines += ["", f"Throughput: {IN_FLIGHT_NOTE}", "",
+                      "| case | guest | executions/s | CPU per execution |", "|---|---|---|---|"]
+            for t in inprocess["throughput"]:
+                _, case, guest = t["id"].split("/")
+                lines.append(f"| {case} | {guest} | {t['per_second']:,.0f} | {ms(t['cpu_us'])} |")
     return "\n".join(lines) + "\n"
 
 
