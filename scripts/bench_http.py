@@ -42,15 +42,13 @@ CPU_HEAVY = {
 }
 
 # One wrk thread: the load generator shares the two cores with the server, and one thread
-# drives thousands of requests per second. Bodies without `"success":true` count as failures;
-# BENCH_LIMIT stops the run after that many responses.
+# drives thousands of requests per second. Bodies without `"success":true` count as failures.
 WRK_SCRIPT = r"""
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-Key"] = os.getenv("BENCH_KEY")
-local limit = tonumber(os.getenv("BENCH_LIMIT") or "0")
-responses, failures = 0, 0
+failures = 0
 local threads = {}
 
 function setup(thread)
@@ -58,12 +56,8 @@ function setup(thread)
 end
 
 function response(status, headers, body)
-  responses = responses + 1
   if not string.find(body, '"success":true', 1, true) then
     failures = failures + 1
-  end
-  if limit > 0 and responses >= limit then
-    wrk.thread:stop()
   end
 end
 
@@ -93,6 +87,16 @@ def post(addr, body, key):
     connection.request("POST", "/execute", json.dumps(body), headers)
     response = connection.getresponse()
     return response.status, json.loads(response.read())
+
+
+def executions_run(addr):
+    """Executions the pyexec server has run, from its /metrics."""
+    host, port = addr.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    return sum(int(float(n)) for n in
+               re.findall(r"^pyexec_executions_total\{[^}]*\} (\S+)", text, re.M))
 
 
 def healthy(addr):
@@ -176,18 +180,28 @@ class Baseline:
         self.process.wait()
 
 
-def wrk(server, body, key, connections, seconds, limit=0):
-    """One wrk run against `server`; returns its summary with requests/s, an error count and
-    the server's CPU time per request."""
+def wrk(server, body, key, connections, seconds, executions=0):
+    """One wrk run against `server` for `seconds`, or until the (pyexec) server has run
+    `executions` more; returns its summary with requests/s, an error count and the server's CPU
+    time per request."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
-    env = dict(os.environ, BENCH_BODY=json.dumps(body), BENCH_KEY=key, BENCH_LIMIT=str(limit))
+    env = dict(os.environ, BENCH_BODY=json.dumps(body), BENCH_KEY=key)
     cpu_before = cpu_seconds(server.process.pid)
-    output = subprocess.run(
+    done_at = executions_run(server.addr) + executions if executions else None
+    process = subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
          "-s", script.name, f"http://{server.addr}/execute"],
-        check=True, capture_output=True, text=True, env=env,
-    ).stdout
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    if done_at is not None:
+        while process.poll() is None and executions_run(server.addr) < done_at:
+            time.sleep(0.05)
+        # wrk ends the run early on SIGINT, and still reports it.
+        process.send_signal(signal.SIGINT)
+    output = process.communicate()[0]
+    if process.returncode != 0:
+        raise SystemExit(f"wrk failed with exit status {process.returncode}")
     cpu = cpu_seconds(server.process.pid) - cpu_before
     os.unlink(script.name)
     result = json.loads(output.split("BENCH ", 1)[1])
@@ -235,7 +249,7 @@ def run(binary):
             results["pyexec"] = load_runs(server, key)
             rss_before, _ = memory_kib(server.process.pid)
             log(f"{GROWTH_EXECUTIONS} executions of the example for the growth check")
-            growth = wrk(server, EXAMPLE, key, 16, 600, limit=GROWTH_EXECUTIONS)
+            growth = wrk(server, EXAMPLE, key, 16, 3600, executions=GROWTH_EXECUTIONS)
             rss_after, results["pyexec_peak_rss_kib"] = memory_kib(server.process.pid)
             results["growth"] = {
                 "executions": growth["requests"],
