@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK};
@@ -66,8 +67,11 @@ pub struct SandboxConfig {
     pub queue: usize,
     /// Where the compiled guest is cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
-    /// Use wasmtime's pooling allocator instead of on-demand allocation (see README, the
-    /// measurement chose on-demand).
+    /// Use wasmtime's pooling allocator, which reuses memory slots and resets only the pages an
+    /// execution dirtied, instead of mapping a fresh memory per execution. The default where
+    /// the kernel can find dirtied pages (`PAGEMAP_SCAN`, Linux 6.7+): ~30% faster per
+    /// execution there (benches/sandbox.rs, `snapshot_pooling` vs `snapshot`); elsewhere a
+    /// slot is reset with `madvise` and pooling is no faster than on-demand.
     pub pooling: bool,
 }
 
@@ -79,7 +83,7 @@ impl Default for SandboxConfig {
             workers,
             queue: 64,
             cache_dir: None,
-            pooling: false,
+            pooling: wasmtime::PoolingAllocationConfig::is_pagemap_scan_available(),
         }
     }
 }
@@ -132,12 +136,30 @@ impl Drop for Inner {
 }
 
 impl Sandbox {
-    /// Loads (or compiles and caches) the guest and starts the workers.
+    /// Loads (or compiles and caches) the embedded guest and starts the workers.
     pub fn new(config: SandboxConfig) -> anyhow::Result<Self> {
+        Self::start(config, GUEST_WASM, GUEST_SHA256)
+    }
+
+    /// Like [`new`](Self::new), but runs `wasm`, another build of the guest speaking the same
+    /// protocol, instead of the embedded snapshot. The benchmarks use it to compare with the
+    /// unsnapshotted guest, which builds the interpreter in every execution.
+    pub fn with_guest(config: SandboxConfig, wasm: &[u8]) -> anyhow::Result<Self> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        Self::start(config, wasm, &sha256)
+    }
+
+    fn start(config: SandboxConfig, wasm: &[u8], sha256: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers > 0, "the sandbox needs at least one worker");
         let started = Instant::now();
         let (engine, engine_key) = engine::engine(config.pooling)?;
-        let module = engine::load_guest(&engine, engine_key, config.cache_dir.as_deref())?;
+        let module = engine::load_guest(
+            &engine,
+            engine_key,
+            wasm,
+            sha256,
+            config.cache_dir.as_deref(),
+        )?;
         let guest = Arc::new(Guest::new(engine, &module)?);
         // The first instance builds the copy-on-write memory image (~40 ms): pay that here,
         // not in the first client's request.

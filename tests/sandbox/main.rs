@@ -4,6 +4,7 @@
 
 mod guest;
 mod limits;
+mod pooling;
 mod queue;
 
 use std::sync::LazyLock;

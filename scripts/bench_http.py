@@ -1,0 +1,427 @@
+"""The HTTP half of scripts/bench.sh, and its report.
+
+Starts `pyexec serve` on a temporary data directory (once with an empty module cache, then
+again with a warm one, timing each until /health answers 200), creates a key, and drives it with
+wrk: the prototype's example with 16 connections, then a CPU-heavy body with 4. The naive
+baseline (scripts/naive_baseline.py: `python3 -I -c` per request) gets the same runs in the same
+invocation. Writes the results, with the in-process numbers of `cargo bench --bench sandbox`
+when its summary exists, as Markdown.
+
+Usage: python3 bench_http.py PYEXEC_BINARY INPROCESS_JSON OUTPUT_MD COMMAND
+Settings (environment): BENCH_SECONDS (each timed run, default 20), BENCH_WARMUP_SECONDS
+(default 5), BENCH_GROWTH_EXECUTIONS (default 10000), BENCH_WARM_STARTS (default 5).
+"""
+
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", 20))
+WARMUP_SECONDS = int(os.environ.get("BENCH_WARMUP_SECONDS", 5))
+GROWTH_EXECUTIONS = int(os.environ.get("BENCH_GROWTH_EXECUTIONS", 10_000))
+WARM_STARTS = int(os.environ.get("BENCH_WARM_STARTS", 5))
+
+EXAMPLE = {
+    "code": "result = sum(data['numbers']) / len(data['numbers'])",
+    "data": {"numbers": [1, 2, 3, 4, 5]},
+}
+# The same 100k-iteration loop as the in-process benchmark's `loop_100k`.
+CPU_HEAVY = {
+    "code": "total = 0\nfor i in range(100000):\n    total += i\nresult = total",
+    "data": {},
+}
+
+# One wrk thread: the load generator shares the two cores with the server, and one thread
+# drives thousands of requests per second. Bodies without `"success":true` count as failures.
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = os.getenv("BENCH_KEY")
+failures = 0
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function response(status, headers, body)
+  if not string.find(body, '"success":true', 1, true) then
+    failures = failures + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local failed = 0
+  for _, thread in ipairs(threads) do
+    failed = failed + thread:get("failures")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "socket_errors": %d, "failures": %d, ' ..
+    '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, failed,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def post(addr, body, key):
+    host, port = addr.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    headers = {"Content-Type": "application/json", "X-API-Key": key}
+    connection.request("POST", "/execute", json.dumps(body), headers)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def executions_run(addr):
+    """Executions the pyexec server has run, from its /metrics."""
+    host, port = addr.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    return sum(int(float(n)) for n in
+               re.findall(r"^pyexec_executions_total\{[^}]*\} (\S+)", text, re.M))
+
+
+def healthy(addr):
+    host, port = addr.rsplit(":", 1)
+    try:
+        connection = http.client.HTTPConnection(host, int(port), timeout=1)
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process and its reaped children (the baseline's python3)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # proc(5) fields 14-17 (utime, stime, cutime, cstime); fields[0] is field 3.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid):
+    """VmRSS and VmHWM (peak) of a process, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    field = lambda name: int(re.search(rf"^{name}:\s+(\d+) kB", status, re.M).group(1))
+    return field("VmRSS"), field("VmHWM")
+
+
+class Pyexec:
+    """A `pyexec serve` process on its own data directory."""
+
+    def __init__(self, binary, data_dir, log_file):
+        self.binary, self.data_dir, self.log_file = binary, data_dir, log_file
+
+    def start(self):
+        """Starts the server; returns seconds from spawn until /health answered 200."""
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [self.binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", self.data_dir],
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+            text=True,
+        )
+        for line in self.process.stdout:
+            match = re.match(r"pyexec listening on http://(\S+)", line)
+            if match:
+                self.addr = match.group(1)
+                break
+        else:
+            raise SystemExit(f"pyexec serve exited with {self.process.wait()}; see its log")
+        while not healthy(self.addr):
+            time.sleep(0.001)
+        return time.monotonic() - started
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        if self.process.wait(timeout=60) != 0:
+            raise SystemExit("pyexec serve did not stop cleanly; see its log")
+
+    def add_key(self):
+        output = subprocess.run(
+            [self.binary, "keys", "add", "--name", "bench", "--description", "bench",
+             "--env", "test", "--executions-limit", "100000000",
+             "--rate-limit-per-minute", "100000000", "--json", "--data-dir", self.data_dir],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        return json.loads(output)["key"]
+
+
+class Baseline:
+    """scripts/naive_baseline.py."""
+
+    def start(self, log_file):
+        script = Path(__file__).with_name("naive_baseline.py")
+        self.process = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=log_file, text=True
+        )
+        port = re.match(r"listening on (\d+)", self.process.stdout.readline()).group(1)
+        self.addr = f"127.0.0.1:{port}"
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+def wrk(server, body, key, connections, seconds, executions=0):
+    """One wrk run against `server` for `seconds`, or until the (pyexec) server has run
+    `executions` more; returns its summary with requests/s, an error count and the server's CPU
+    time per request."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    env = dict(os.environ, BENCH_BODY=json.dumps(body), BENCH_KEY=key)
+    cpu_before = cpu_seconds(server.process.pid)
+    done_at = executions_run(server.addr) + executions if executions else None
+    process = subprocess.Popen(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+         "-s", script.name, f"http://{server.addr}/execute"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    if done_at is not None:
+        while process.poll() is None and executions_run(server.addr) < done_at:
+            time.sleep(0.05)
+        # wrk ends the run early on SIGINT, and still reports it.
+        process.send_signal(signal.SIGINT)
+    output = process.communicate()[0]
+    if process.returncode != 0:
+        raise SystemExit(f"wrk failed with exit status {process.returncode}")
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    os.unlink(script.name)
+    result = json.loads(output.split("BENCH ", 1)[1])
+    result["cpu_us_per_request"] = cpu * 1e6 / max(result["requests"], 1)
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = result["socket_errors"] + result["failures"]
+    return result
+
+
+def load_runs(server, key):
+    """The two timed runs every server gets, after a warm-up."""
+    check_example(server.addr, key)
+    wrk(server, EXAMPLE, key, 16, WARMUP_SECONDS)
+    log(f"example, 16 connections, {SECONDS} s")
+    example = wrk(server, EXAMPLE, key, 16, SECONDS)
+    log(f"CPU-heavy body, 4 connections, {SECONDS} s")
+    cpu = wrk(server, CPU_HEAVY, key, 4, SECONDS)
+    return example, cpu
+
+
+def check_example(addr, key):
+    status, reply = post(addr, EXAMPLE, key)
+    if status != 200 or reply.get("result") != 3.0:
+        raise SystemExit(f"{addr} answered the example with {status} {reply}")
+
+
+def run(binary):
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pyexec-bench-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "w") as log_file:
+            server = Pyexec(binary, str(Path(tmp) / "data"), log_file)
+            log("pyexec serve, empty module cache (compiles the guest)")
+            results["ready_cold_s"] = server.start()
+            server.stop()
+            log(f"pyexec serve, warm module cache, {WARM_STARTS} starts")
+            warm = []
+            for _ in range(WARM_STARTS):
+                warm.append(server.start())
+                server.stop()
+            results["ready_warm_s"] = warm
+
+            server.start()
+            key = server.add_key()
+            results["pyexec"] = load_runs(server, key)
+            rss_before, _ = memory_kib(server.process.pid)
+            log(f"{GROWTH_EXECUTIONS} executions of the example for the growth check")
+            growth = wrk(server, EXAMPLE, key, 16, 3600, executions=GROWTH_EXECUTIONS)
+            rss_after, results["pyexec_peak_rss_kib"] = memory_kib(server.process.pid)
+            results["growth"] = {
+                "executions": growth["requests"],
+                "errors": growth["errors"],
+                "rss_before_kib": rss_before,
+                "rss_after_kib": rss_after,
+            }
+            server.stop()
+
+            log("naive baseline: python3 -I -c per request")
+            baseline = Baseline()
+            baseline.start(log_file)
+            try:
+                results["baseline"] = load_runs(baseline, "unused")
+                _, results["baseline_peak_rss_kib"] = memory_kib(baseline.process.pid)
+            finally:
+                baseline.stop()
+    return results
+
+
+# Reporting.
+
+
+def machine():
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    return (f"{cpu}, {os.cpu_count()} CPUs, {memory / 2**20:.0f} GiB RAM, "
+            f"Linux {platform.release()}; load average at start {os.getloadavg()[0]:.2f}")
+
+
+IN_FLIGHT_NOTE = ("16 executions in flight through `Sandbox::execute` on every worker; CPU is "
+                  "the whole process's user + system time per execution.")
+
+
+def ms(us):
+    return f"{us / 1000:.2f} ms"
+
+
+def mib(kib):
+    return f"{kib / 1024:.0f} MiB"
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+def report(results, inprocess, command, started):
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
+    lines = [
+        "# pyexec benchmark results",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; commit `{commit}`",
+        f"- Machine: {machine()}",
+        f"- Command: `{command}`",
+        f"- wrk {wrk_version}, 1 thread, keep-alive; Python {platform.python_version()} for the "
+        f"baseline; {SECONDS} s per timed HTTP run after a {WARMUP_SECONDS} s warm-up",
+        "",
+    ]
+    default_id = f"execute/example/{(inprocess or {}).get('default_guest')}"
+    example_in = next((s for s in (inprocess or {}).get("executions", [])
+                       if s["id"] == default_id), None)
+    px_example, px_cpu = results["pyexec"]
+    base_example, base_cpu = results["baseline"]
+    ratio = px_example["rps"] / base_example["rps"]
+    growth = results["growth"]
+    ready_warm = statistics.median(results["ready_warm_s"]) * 1000
+    rows = []
+    if example_in:
+        lat = example_in["latency_us"]
+        rows += [
+            (f"In-process, example, p50 ({inprocess['default_guest']}, the default)", "≤ 1 ms",
+             ms(lat["p50"]), lat["p50"] <= 1000),
+            ("In-process, example, p99", "≤ 3 ms", ms(lat["p99"]), lat["p99"] <= 3000),
+            ("In-process, example, fuel", "≤ 1 M", f"{example_in['fuel'] / 1e6:.2f} M",
+             example_in["fuel"] <= 1_000_000),
+        ]
+    rows += [
+        ("HTTP, example, 16 connections", "≥ 2,000 requests/s", f"{px_example['rps']:,.0f}/s",
+         px_example["rps"] >= 2000),
+        ("HTTP, example, p99", "≤ 25 ms", ms(px_example["p99_us"]), px_example["p99_us"] <= 25000),
+        ("HTTP, example, errors", "0", f"{px_example['errors']}", px_example["errors"] == 0),
+        ("HTTP, vs `python3 -I -c` per request", "≥ 30×",
+         f"{ratio:.0f}× ({base_example['rps']:,.0f}/s)", ratio >= 30),
+        ("Peak RSS under load (VmHWM)", "≤ 400 MiB", mib(results["pyexec_peak_rss_kib"]),
+         results["pyexec_peak_rss_kib"] <= 400 * 1024),
+        (f"RSS growth over {growth['executions']:,} executions", "none",
+         f"{mib(growth['rss_before_kib'])} → {mib(growth['rss_after_kib'])}",
+         growth["rss_after_kib"] <= growth["rss_before_kib"] * 1.05),
+        ("`pyexec serve` until /health 200, warm cache", "≤ 300 ms",
+         f"{ready_warm:.0f} ms (median of {len(results['ready_warm_s'])})", ready_warm <= 300),
+    ]
+    lines += ["## Targets (issue 7)", "", "| target | goal | measured | |", "|---|---|---|---|"]
+    lines += [f"| {name} | {goal} | {measured} | {verdict(ok)} |" for name, goal, measured, ok in rows]
+    if not example_in:
+        lines += ["", "In-process targets: not measured (run `cargo bench --bench sandbox`)."]
+
+    lines += ["", "## HTTP", "",
+              "| server | body | connections | requests/s | p50 | p99 | max | errors | "
+              "server CPU per request | peak RSS |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, (example, cpu), peak in [
+        ("pyexec", results["pyexec"], results["pyexec_peak_rss_kib"]),
+        ("`python3 -I -c` per request", results["baseline"], results["baseline_peak_rss_kib"]),
+    ]:
+        for body, connections, run in [("example", 16, example), ("100k loop", 4, cpu)]:
+            lines.append(
+                f"| {name} | {body} | {connections} | {run['rps']:,.0f} | {ms(run['p50_us'])} | "
+                f"{ms(run['p99_us'])} | {ms(run['max_us'])} | {run['errors']} | "
+                f"{ms(run['cpu_us_per_request'])} | {mib(peak)} |"
+            )
+    lines += ["", "Server CPU per request is user + system time of the server process (for the "
+              "baseline, with its `python3` children) over the run, divided by requests: it "
+              "depends less on other load than requests/s, and bounds requests/s at "
+              "(CPUs − the load generator's share) / CPU per request. Peak RSS of the baseline "
+              "is its HTTP server alone, without the children.",
+              "", "## Startup", "", "| what | time |", "|---|---|",
+              f"| `pyexec serve` until /health 200, empty module cache | "
+              f"{results['ready_cold_s']:.2f} s |",
+              f"| `pyexec serve` until /health 200, warm module cache | "
+              + ", ".join(f"{s * 1000:.0f}" for s in results["ready_warm_s"]) + " ms |"]
+    if inprocess:
+        if inprocess.get("sandbox_new_empty_cache_ms") is not None:
+            lines.append(f"| `Sandbox::new`, empty module cache | "
+                         f"{inprocess['sandbox_new_empty_cache_ms'] / 1000:.2f} s |")
+        if inprocess.get("sandbox_new_warm_cache_ms"):
+            warm = inprocess["sandbox_new_warm_cache_ms"]
+            lines.append(f"| `Sandbox::new`, warm module cache | p50 {warm['p50']:.1f} ms, "
+                         f"max {warm['max']:.1f} ms |")
+        lines += ["", "## In-process (`cargo bench --bench sandbox`)", "",
+                  f"From the summary written {inprocess['written']}.", "",
+                  "Latency of `Sandbox::execute` end to end (queue, worker thread, fresh "
+                  "instance, reply); *instance* is instantiate + run + drop alone.", "",
+                  "| case | guest | executions | p50 | p99 | max | instance p50 | fuel | "
+                  "page faults |", "|---|---|---|---|---|---|---|---|---|"]
+        for s in inprocess.get("executions", []):
+            _, case, guest = s["id"].split("/")
+            lat = s["latency_us"]
+            lines.append(
+                f"| {case} | {guest} | {s['executions']} | {ms(lat['p50'])} | {ms(lat['p99'])} | "
+                f"{ms(lat['max'])} | {ms(s['instance_us']['p50'])} | {s['fuel']:,} | "
+                f"{s['page_faults']:.0f} |"
+            )
+        if inprocess.get("throughput"):
+            lines += ["", f"Throughput: {IN_FLIGHT_NOTE}", "",
+                      "| case | guest | executions/s | CPU per execution |", "|---|---|---|---|"]
+            for t in inprocess["throughput"]:
+                _, case, guest = t["id"].split("/")
+                lines.append(f"| {case} | {guest} | {t['per_second']:,.0f} | {ms(t['cpu_us'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    binary, inprocess_path, output, command = sys.argv[1:5]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = run(binary)
+    inprocess = None
+    if Path(inprocess_path).exists():
+        inprocess = json.loads(Path(inprocess_path).read_text())
+        written = datetime.datetime.fromtimestamp(Path(inprocess_path).stat().st_mtime,
+                                                  datetime.timezone.utc)
+        inprocess["written"] = f"{written:%Y-%m-%d %H:%M} UTC"
+    text = report(results, inprocess, command, started)
+    Path(output).write_text(text)
+    Path(output).with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

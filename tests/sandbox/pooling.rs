@@ -1,0 +1,48 @@
+//! The pooling allocator reuses one memory slot per worker and resets it by copying back only
+//! the pages an execution dirtied (or `madvise`, past the resident budget): nothing may survive.
+
+use pyexec::sandbox::{Execution, Limits, Sandbox, SandboxConfig};
+use serde_json::json;
+
+use super::{cache_dir, result, test_limits};
+
+#[tokio::test]
+async fn a_reused_slot_keeps_nothing_of_the_previous_execution() {
+    // One worker: every execution lands in the same slot.
+    let sandbox = Sandbox::new(SandboxConfig {
+        // Room for the snapshot's ~85 MiB heap plus more than a slot keeps resident.
+        limits: Limits {
+            memory_bytes: 256 << 20,
+            ..test_limits()
+        },
+        workers: 1,
+        queue: 4,
+        cache_dir: Some(cache_dir()),
+        pooling: true,
+    })
+    .unwrap();
+    let run = async |code: &str| {
+        sandbox
+            .execute(Execution {
+                code: code.into(),
+                data: None,
+                fuel: None,
+                tenant: None,
+            })
+            .await
+            .unwrap()
+    };
+    for _ in 0..3 {
+        // Dirties more than the slot keeps resident, and state all over the heap.
+        let dirty = "import builtins, json, sys\nbuiltins.leak = 1\njson.dumps = None\n\
+                     sys.modules['leak'] = 1\nblob = bytearray(b'x') * (48 << 20)\nresult = 1";
+        assert_eq!(result(&run(dirty).await), json!(1));
+        let check = "import builtins, json, sys\nresult = [hasattr(builtins, 'leak'), \
+                     json.dumps is None, 'leak' in sys.modules, 'blob' in globals(), \
+                     bytearray(1 << 20).count(0)]";
+        assert_eq!(
+            result(&run(check).await),
+            json!([false, false, false, false, 1 << 20])
+        );
+    }
+}
