@@ -28,8 +28,9 @@ const GUARANTEED_DENSE_IMAGE: u64 = 256 << 20;
 /// Bytes of a pooled memory (and table) slot kept resident between executions. When an
 /// instance ends, the `PAGEMAP_SCAN` ioctl (Linux 6.7+) finds the pages it dirtied and, up to
 /// this much, they are copied back from the image and stay mapped instead of being `madvise`d
-/// away and faulted in again by the next execution: the example runs in 0.5 ms instead of 0.75
-/// (benches/sandbox.rs). Costs at most this much RSS per worker beyond the shared image.
+/// away and faulted in again by the next execution (with the vendored wasmtime, which reads
+/// all of an interpreter's scattered dirty regions: vendor/README.md). Bounds both the RSS a
+/// worker holds beyond the shared image and the bytes copied back per execution.
 const KEEP_RESIDENT: usize = 32 << 20;
 
 /// Builds the engine every execution shares, and the cache key of what it compiles.
