@@ -5,7 +5,8 @@ again with a warm one, timing each until /health answers 200), creates a key, an
 wrk: the prototype's example with 16 connections, then a CPU-heavy body with 4. The naive
 baseline (scripts/naive_baseline.py: `python3 -I -c` per request) gets the same runs in the same
 invocation. Writes the results, with the in-process numbers of `cargo bench --bench sandbox`
-when its summary exists, as Markdown.
+when its summary exists, as Markdown (OUTPUT_MD), and the headline tables into README.md's
+generated block.
 
 Usage: python3 bench_http.py PYEXEC_BINARY INPROCESS_JSON OUTPUT_MD COMMAND
 Settings (environment): BENCH_SECONDS (each timed run, default 20), BENCH_WARMUP_SECONDS
@@ -370,8 +371,9 @@ def report(results, inprocess, command, started):
               "baseline, with its `python3` children) over the run, divided by requests: it "
               "depends less on other load than requests/s, and bounds requests/s at "
               "(CPUs − the load generator's share) / CPU per request. Peak RSS of the baseline "
-              "is its HTTP server alone, without the children.",
-              "", "## Startup", "", "| what | time |", "|---|---|",
+              "is its HTTP server alone, without the children."]
+    summary = len(lines)
+    lines += ["", "## Startup", "", "| what | time |", "|---|---|",
               f"| `pyexec serve` until /health 200, empty module cache | "
               f"{results['ready_cold_s']:.2f} s |",
               f"| `pyexec serve` until /health 200, warm module cache | "
@@ -404,7 +406,20 @@ def report(results, inprocess, command, started):
             for t in inprocess["throughput"]:
                 _, case, guest = t["id"].split("/")
                 lines.append(f"| {case} | {guest} | {t['per_second']:,.0f} | {ms(t['cpu_us'])} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", "\n".join(lines[2:summary]) + "\n"
+
+
+README_BEGIN = "<!-- bench:begin (scripts/bench.sh writes this block) -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(readme, summary, output):
+    """Replaces the README's generated block with the summary (headings one level down)."""
+    text = readme.read_text()
+    begin, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+    block = re.sub(r"^## ", "#### ", summary, flags=re.M)
+    block += f"\nEverything else measured in the same run: [{output}]({output}).\n"
+    readme.write_text(text[:begin] + "\n" + block + "\n" + text[end:])
 
 
 def main():
@@ -417,8 +432,9 @@ def main():
         written = datetime.datetime.fromtimestamp(Path(inprocess_path).stat().st_mtime,
                                                   datetime.timezone.utc)
         inprocess["written"] = f"{written:%Y-%m-%d %H:%M} UTC"
-    text = report(results, inprocess, command, started)
+    text, summary = report(results, inprocess, command, started)
     Path(output).write_text(text)
+    update_readme(Path("README.md"), summary, output)
     Path(output).with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
 
