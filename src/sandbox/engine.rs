@@ -33,6 +33,10 @@ const GUARANTEED_DENSE_IMAGE: u64 = 256 << 20;
 /// worker holds beyond the shared image and the bytes copied back per execution.
 const KEEP_RESIDENT: usize = 32 << 20;
 
+/// Memory slots of the pooling allocator: one per worker, so at most this many workers pool
+/// (`Sandbox::new` falls back to on-demand allocation beyond it).
+pub const POOL_SLOTS: usize = 64;
+
 /// Builds the engine every execution shares, and the cache key of what it compiles.
 pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
     let mut config = Config::new();
@@ -60,9 +64,9 @@ pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
         .wasm_component_model(false);
     if pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_memories(64)
-            .total_tables(64)
-            .total_core_instances(64)
+        pool.total_memories(POOL_SLOTS as u32)
+            .total_tables(POOL_SLOTS as u32)
+            .total_core_instances(POOL_SLOTS as u32)
             .max_memory_size(1 << 32)
             .pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(KEEP_RESIDENT)

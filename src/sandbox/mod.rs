@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK};
+pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK, POOL_SLOTS};
 use self::instance::{EPOCH_TICK, Guest, RunLimits};
 pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
 use self::pool::{FairQueue, Job, worker_lost};
@@ -153,7 +153,17 @@ impl Sandbox {
     fn start(config: SandboxConfig, wasm: &[u8], sha256: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers > 0, "the sandbox needs at least one worker");
         let started = Instant::now();
-        let (engine, engine_key) = engine::engine(config.pooling)?;
+        // Each worker holds a slot while it runs: with more workers than slots, instantiation
+        // would fail under load.
+        let pooling = config.pooling && config.workers <= engine::POOL_SLOTS;
+        if config.pooling && !pooling {
+            tracing::info!(
+                workers = config.workers,
+                slots = engine::POOL_SLOTS,
+                "more workers than pooled memory slots: allocating memory on demand"
+            );
+        }
+        let (engine, engine_key) = engine::engine(pooling)?;
         let module = engine::load_guest(
             &engine,
             engine_key,

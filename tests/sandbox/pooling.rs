@@ -1,7 +1,7 @@
 //! The pooling allocator reuses one memory slot per worker and resets it by copying back only
 //! the pages an execution dirtied (or `madvise`, past the resident budget): nothing may survive.
 
-use pyexec::sandbox::{Execution, Limits, Sandbox, SandboxConfig};
+use pyexec::sandbox::{Execution, Limits, POOL_SLOTS, Sandbox, SandboxConfig};
 use serde_json::json;
 
 use super::{cache_dir, result, test_limits};
@@ -48,5 +48,39 @@ async fn a_reused_slot_keeps_nothing_of_the_previous_execution() {
             result(&run(check).await),
             json!([false, false, false, false, 1 << 20, 0])
         );
+    }
+}
+
+#[tokio::test]
+async fn more_workers_than_pooled_slots_all_run_at_once() {
+    let workers = POOL_SLOTS + 1;
+    let sandbox = Sandbox::new(SandboxConfig {
+        limits: test_limits(),
+        workers,
+        queue: 4,
+        cache_dir: Some(cache_dir()),
+        pooling: true,
+    })
+    .unwrap();
+    // Each execution sleeps, so all of them hold an instance at the same time.
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..workers {
+        let sandbox = sandbox.clone();
+        runs.spawn(async move {
+            let outcome = sandbox
+                .execute(Execution {
+                    code: format!("import time\ntime.sleep(0.5)\nresult = {i}"),
+                    data: None,
+                    fuel: None,
+                    tenant: Some(format!("tenant-{i}")),
+                })
+                .await
+                .unwrap();
+            (i, outcome)
+        });
+    }
+    while let Some(run) = runs.join_next().await {
+        let (i, outcome) = run.unwrap();
+        assert_eq!(result(&outcome), json!(i));
     }
 }
