@@ -70,7 +70,7 @@ pub struct SandboxConfig {
     /// Use wasmtime's pooling allocator, which reuses memory slots and resets only the pages an
     /// execution dirtied, instead of mapping a fresh memory per execution. The default where
     /// the kernel can find dirtied pages (`PAGEMAP_SCAN`, Linux 6.7+): there an execution of
-    /// the example takes no page faults and 0.25 ms instead of 0.81 (benches/sandbox.rs,
+    /// the example takes no page faults and 0.27 ms instead of 0.81 (benches/sandbox.rs,
     /// `pooling` vs `on_demand`); elsewhere a slot is reset with `madvise` and pooling is no
     /// faster than on-demand.
     pub pooling: bool,
