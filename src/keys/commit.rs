@@ -149,14 +149,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::keys::tests::runtime;
 
     #[test]
     fn concurrent_commits_share_flushes() {

@@ -35,7 +35,8 @@ fn key_ref(key: &ApiKey) -> KeyRef {
     key.expose_secret().parse().unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A two-thread runtime, so that concurrent tasks really run side by side.
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -140,6 +140,16 @@ impl Run {
     }
 }
 
+/// The plaintext `env` key that `text` (`keys add` output, the first-run banner) shows.
+#[track_caller]
+pub fn shown_key(text: &str, env: &str) -> String {
+    let prefix = format!("sk_{env}_");
+    text.split_whitespace()
+        .find(|word| word.starts_with(&prefix) && word.len() == 48)
+        .unwrap_or_else(|| panic!("no {prefix} key in:\n{text}"))
+        .to_owned()
+}
+
 /// Asserts `text` contains neither `key`, nor its secret part, nor its SHA-256.
 #[track_caller]
 pub fn assert_no_secret(text: &str, key: &str) {

@@ -2,7 +2,7 @@
 
 use pyexec::keys::{AdmitError, AuthError, KeyId};
 
-use crate::helpers::{TestDir, assert_no_secret, pyexec, run};
+use crate::helpers::{TestDir, assert_no_secret, pyexec, run, shown_key};
 
 fn id(s: &str) -> KeyId {
     KeyId::parse(s).unwrap()
@@ -29,12 +29,7 @@ fn add_prints_the_key_once_and_list_and_show_never_do() {
             "5000",
         ])
         .success();
-    let key = out
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("sk_prod_") && w.len() == 48)
-        .unwrap_or_else(|| panic!("no key in:\n{}", out.stdout))
-        .to_owned();
+    let key = shown_key(&out.stdout, "prod");
     assert_eq!(out.stdout.matches(key.as_str()).count(), 1, "shown once");
     assert!(out.stdout.contains("shown only this once"));
     for field in ["ci bot", "nightly", "prod", "30 per minute", "5000"] {

@@ -3,7 +3,7 @@
 
 use pyexec::keys::{AdmitError, AuthError, KeyId, KeyStore, StoreError};
 
-use crate::helpers::{ControlServer, TestDir, assert_no_secret};
+use crate::helpers::{ControlServer, TestDir, assert_no_secret, shown_key};
 
 fn id(s: &str) -> KeyId {
     KeyId::parse(s).unwrap()
@@ -35,12 +35,7 @@ fn every_command_goes_through_the_running_server_and_takes_effect_at_once() {
             "1",
         ])
         .success();
-    let human_key = out
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("sk_prod_") && w.len() == 48)
-        .unwrap()
-        .to_owned();
+    let human_key = shown_key(&out.stdout, "prod");
     assert!(store.authenticate(&human_key).is_ok());
     let (key, key_id) = dir.add_key("test", 2);
     let record = store.authenticate(&key).unwrap();

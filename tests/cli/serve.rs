@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::helpers::{TestDir, pyexec};
-use super::server::{Server, shown_key};
+use super::helpers::{TestDir, pyexec, shown_key};
+use super::server::Server;
 
 #[tokio::test]
 async fn the_first_run_creates_one_key_and_prints_a_curl_that_works() {
     let dir = TestDir::new();
     let server = Server::start(&dir.data_dir());
-    let key = shown_key(&server.banner);
+    let key = shown_key(&server.banner, "test");
     assert!(
         server.banner.contains("shown only this once"),
         "{}",
@@ -97,7 +97,7 @@ async fn keys_commands_take_effect_on_the_running_server() {
 async fn sigterm_lets_an_execution_in_flight_finish() {
     let dir = TestDir::new();
     let server = Server::start(&dir.data_dir());
-    let key = shown_key(&server.banner);
+    let key = shown_key(&server.banner, "test");
     let base = server.base.clone();
     let in_flight = tokio::spawn(async move {
         reqwest::Client::new()

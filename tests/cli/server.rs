@@ -100,12 +100,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
-/// The key the first-run banner shows.
-pub fn shown_key(banner: &str) -> String {
-    banner
-        .split_whitespace()
-        .find(|word| word.starts_with("sk_test_") && word.len() > 40)
-        .expect("the banner shows the key")
-        .to_owned()
-}

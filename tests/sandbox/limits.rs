@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{error, result, run, sandbox, test_limits};
+use super::{error, execution, result, run, sandbox, test_limits};
 use pyexec::sandbox::{ErrorKind, Execution, Rejected};
 
 /// The sandbox still works after whatever the previous execution did.
@@ -24,22 +24,12 @@ async fn an_endless_loop_exhausts_its_fuel() {
 #[tokio::test]
 async fn a_key_fuel_limit_overrides_the_default() {
     let code = "total = 0\nfor i in range(200_000):\n    total += i\nresult = total";
-    let generous = sandbox()
-        .execute(Execution {
-            code: code.into(),
-            data: None,
-            fuel: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
+    let generous = sandbox().execute(execution(code)).await.unwrap();
     assert_eq!(result(&generous), json!(19_999_900_000u64));
     let stingy = sandbox()
         .execute(Execution {
-            code: code.into(),
-            data: None,
             fuel: Some(5_000_000),
-            tenant: None,
+            ..execution(code)
         })
         .await
         .unwrap();
@@ -191,15 +181,7 @@ async fn an_oversized_result_is_an_output_limit() {
 #[tokio::test]
 async fn oversized_input_is_rejected_before_running() {
     let code = format!("# {}\nresult = 1", "x".repeat(test_limits().input_bytes));
-    let rejected = sandbox()
-        .execute(Execution {
-            code,
-            data: None,
-            fuel: None,
-            tenant: None,
-        })
-        .await
-        .unwrap_err();
+    let rejected = sandbox().execute(execution(code)).await.unwrap_err();
     assert!(
         matches!(rejected, Rejected::InputTooLarge { .. }),
         "{rejected:?}"

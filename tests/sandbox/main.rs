@@ -44,16 +44,24 @@ pub fn sandbox() -> &'static Sandbox {
     &SANDBOX
 }
 
+/// An execution of `code` with no data, the default fuel and the anonymous tenant.
+pub fn execution(code: impl Into<String>) -> Execution {
+    Execution {
+        code: code.into(),
+        data: None,
+        fuel: None,
+        tenant: None,
+    }
+}
+
 /// Runs `code` with `data`, given as JSON text: a `serde_json::Value` would round big integers
 /// and reorder keys before the guest ever saw them.
 pub async fn run_with(code: &str, data: &str) -> Outcome {
     let data = RawValue::from_string(data.to_owned()).unwrap();
     sandbox()
         .execute(Execution {
-            code: code.to_owned(),
             data: Some(data),
-            fuel: None,
-            tenant: None,
+            ..execution(code)
         })
         .await
         .expect("the execution is admitted")

@@ -4,7 +4,7 @@
 use pyexec::sandbox::{Execution, Limits, POOL_SLOTS, Sandbox, SandboxConfig};
 use serde_json::json;
 
-use super::{cache_dir, result, test_limits};
+use super::{cache_dir, execution, result, test_limits};
 
 #[tokio::test]
 async fn a_reused_slot_keeps_nothing_of_the_previous_execution() {
@@ -21,17 +21,7 @@ async fn a_reused_slot_keeps_nothing_of_the_previous_execution() {
         pooling: true,
     })
     .unwrap();
-    let run = async |code: &str| {
-        sandbox
-            .execute(Execution {
-                code: code.into(),
-                data: None,
-                fuel: None,
-                tenant: None,
-            })
-            .await
-            .unwrap()
-    };
+    let run = async |code: &str| sandbox.execute(execution(code)).await.unwrap();
     for _ in 0..3 {
         // Dirties more than the slot keeps resident, and state all over the heap: every
         // loaded module's dict is far more than the 32 regions stock wasmtime would reset
@@ -69,10 +59,8 @@ async fn more_workers_than_pooled_slots_all_run_at_once() {
         runs.spawn(async move {
             let outcome = sandbox
                 .execute(Execution {
-                    code: format!("import time\ntime.sleep(0.5)\nresult = {i}"),
-                    data: None,
-                    fuel: None,
                     tenant: Some(format!("tenant-{i}")),
+                    ..execution(format!("import time\ntime.sleep(0.5)\nresult = {i}"))
                 })
                 .await
                 .unwrap();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use pyexec::sandbox::{Execution, Limits, Rejected, Sandbox, SandboxConfig};
 
-use super::cache_dir;
+use super::{cache_dir, execution};
 
 /// One worker and one queue slot: two executions at most.
 fn tiny_sandbox() -> Sandbox {
@@ -23,12 +23,7 @@ fn tiny_sandbox() -> Sandbox {
 }
 
 fn sleeper() -> Execution {
-    Execution {
-        code: "import time\ntime.sleep(60)".into(),
-        data: None,
-        fuel: None,
-        tenant: None,
-    }
+    execution("import time\ntime.sleep(60)")
 }
 
 async fn wait_until(mut condition: impl FnMut() -> bool) {
@@ -60,15 +55,7 @@ async fn executions_beyond_capacity_are_rejected_immediately() {
     // Both time out (2 s each, one after the other) and free their slots.
     assert!(first.await.unwrap().unwrap().result.is_err());
     assert!(second.await.unwrap().unwrap().result.is_err());
-    let outcome = sandbox
-        .execute(Execution {
-            code: "result = 1".into(),
-            data: None,
-            fuel: None,
-            tenant: None,
-        })
-        .await
-        .unwrap();
+    let outcome = sandbox.execute(execution("result = 1")).await.unwrap();
     assert_eq!(outcome.result.unwrap().get(), "1");
     assert_eq!(sandbox.load().running + sandbox.load().queued, 0);
 }
@@ -103,10 +90,8 @@ async fn waiting_executions_are_served_round_robin_per_tenant() {
     })
     .unwrap();
     let job = |tenant: &str, name: &str| Execution {
-        code: format!("import time\ntime.sleep(0.2)\nresult = '{name}'"),
-        data: None,
-        fuel: None,
         tenant: Some(tenant.to_owned()),
+        ..execution(format!("import time\ntime.sleep(0.2)\nresult = '{name}'"))
     };
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
