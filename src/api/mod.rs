@@ -38,7 +38,7 @@ use tower_http::trace::TraceLayer;
 
 pub use self::error::{ApiError, ErrorBody};
 pub use self::execute::ExecuteResponse;
-pub use self::extract::API_KEY_HEADER;
+pub use self::extract::{API_KEY_HEADER, BODY_READ_TIMEOUT};
 pub use self::metrics::Metrics;
 pub use self::openapi::ApiDoc;
 pub use self::quota::KeyConcurrency;
@@ -114,16 +114,18 @@ pub fn app(state: AppState) -> Router {
 /// A client gets this long to send a request's headers (and an idle keep-alive connection is
 /// closed after it): slow or stalled connections cannot pile up.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; past this, new connections are closed at once.
-pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections served at once unless `pyexec serve --max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// requests in flight finish (idle connections are closed).
+/// requests in flight finish (idle connections are closed). At most `max_connections` are
+/// served at once; a connection past that is closed as soon as it is accepted.
 ///
 /// hyper-util rather than `axum::serve`, for the header-read timeout and the connection cap.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app(state);
@@ -136,7 +138,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(HEADER_READ_TIMEOUT);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use clap::builder::TypedValueParser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,6 +30,16 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub per_key_concurrency: usize,
+
+    /// Connections served at once; one past this is closed as soon as it is accepted
+    #[arg(
+        long,
+        env = "PYEXEC_MAX_CONNECTIONS",
+        default_value_t = api::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize),
+        value_name = "N"
+    )]
+    pub max_connections: usize,
 
     /// Seconds to let requests in flight finish after SIGTERM or SIGINT
     #[arg(
@@ -104,7 +115,7 @@ impl ServeArgs {
             }
         };
         tokio::select! {
-            served = api::serve(listener, state, stopped()) => served.context("serving HTTP")?,
+            served = api::serve(listener, state, self.max_connections, stopped()) => served.context("serving HTTP")?,
             () = grace_over => tracing::warn!("requests still in flight after {grace:?}; stopping anyway"),
         }
         let _ = stop.send(true);

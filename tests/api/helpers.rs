@@ -25,7 +25,8 @@ pub fn test_limits() -> Limits {
     }
 }
 
-static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| sandbox_with(2, 64));
+/// The sandbox the tests of one binary share: the guest is loaded once.
+pub static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| sandbox_with(2, 64));
 
 /// A sandbox of its own, for tests about capacity.
 pub fn sandbox_with(workers: usize, queue: usize) -> Sandbox {
@@ -55,15 +56,29 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(sandbox: Sandbox, per_key_concurrency: usize) -> TestApp {
+    spawn_server(sandbox, per_key_concurrency, api::DEFAULT_MAX_CONNECTIONS).await
+}
+
+/// The server of [`spawn_app_with`], serving at most `max_connections` at once.
+pub async fn spawn_server(
+    sandbox: Sandbox,
+    per_key_concurrency: usize,
+    max_connections: usize,
+) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(data_dir.path()).unwrap();
     let state = AppState::new(keys.clone(), sandbox, per_key_concurrency);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(api::serve(listener, state.clone(), async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(api::serve(
+        listener,
+        state.clone(),
+        max_connections,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     TestApp {
         base,
         client: reqwest::Client::new(),

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::helpers::{json, post_execute, spawn_app};
+use super::helpers::{SANDBOX, json, post_execute, spawn_app, spawn_server};
 
 fn host_port(base: &str) -> &str {
     base.trim_start_matches("http://")
@@ -138,4 +138,67 @@ async fn a_flood_of_invalid_keys_is_cheap_and_harmless() {
     );
     let (status, usage) = json(app.get("/usage", Some(&good)).await).await;
     assert_eq!((status, &usage["executions_used"]), (200, &json!(0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_a_clear_error_after_the_body_read_timeout() {
+    let app = spawn_app().await;
+    let key = app.roomy_key();
+    let mut stream = TcpStream::connect(host_port(&app.base)).await.unwrap();
+    // Headers promise 100 bytes; a few arrive, then nothing, and the connection stays open.
+    let request = format!(
+        "POST /execute HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"code\": \"res"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Time is paused: it jumps ahead whenever every task waits, so this takes no real time.
+    let started = tokio::time::Instant::now();
+    let reply = read_reply(&mut stream, pyexec::api::BODY_READ_TIMEOUT * 2).await;
+    let waited = started.elapsed();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains(r#""code":"unreadable_body""#), "{reply}");
+    assert!(
+        waited >= pyexec::api::BODY_READ_TIMEOUT && waited < pyexec::api::BODY_READ_TIMEOUT * 2,
+        "answered after {waited:?}"
+    );
+}
+
+/// `GET /health` on `stream`, asking the server to close it afterwards; the reply.
+async fn health_over(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_reply(stream, Duration::from_secs(5)).await
+}
+
+#[tokio::test]
+async fn a_connection_past_the_cap_is_closed_and_a_freed_slot_is_reused() {
+    let cap = 4;
+    let app = spawn_server(SANDBOX.clone(), 32, cap).await;
+    let mut held = Vec::new();
+    for _ in 0..cap {
+        held.push(TcpStream::connect(host_port(&app.base)).await.unwrap());
+    }
+    // One more: accepted by the kernel, closed by the server without a reply.
+    let mut refused = TcpStream::connect(host_port(&app.base)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), refused.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection past the cap was served: {read:?}"
+    );
+    // The connections within the cap are served.
+    let reply = health_over(&mut held[0]).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // `Connection: close` ended that one and freed its slot: a new connection gets it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut stream = TcpStream::connect(host_port(&app.base)).await.unwrap();
+        let reply = health_over(&mut stream).await;
+        if reply.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot came free: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
