@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::helpers::{SANDBOX, json, post_execute, spawn_app, spawn_server};
+use super::helpers::{SANDBOX, TestApp, json, post_execute, spawn_app, spawn_server};
 
 fn host_port(base: &str) -> &str {
     base.trim_start_matches("http://")
@@ -20,15 +20,22 @@ async fn read_reply(stream: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-#[tokio::test]
-async fn a_truncated_body_is_a_clear_error_not_a_hang() {
-    let app = spawn_app().await;
+/// Opens a connection and sends a `POST /execute` whose headers promise 100 bytes of body,
+/// and the first 12 of them; the key it used, and the connection.
+async fn start_a_body(app: &TestApp) -> (String, TcpStream) {
     let key = app.roomy_key();
     let mut stream = TcpStream::connect(host_port(&app.base)).await.unwrap();
     let request = format!(
         "POST /execute HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"code\": \"res"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+    (key, stream)
+}
+
+#[tokio::test]
+async fn a_truncated_body_is_a_clear_error_not_a_hang() {
+    let app = spawn_app().await;
+    let (key, mut stream) = start_a_body(&app).await;
     stream.shutdown().await.unwrap();
     let started = Instant::now();
     let reply = read_reply(&mut stream, Duration::from_secs(5)).await;
@@ -143,13 +150,8 @@ async fn a_flood_of_invalid_keys_is_cheap_and_harmless() {
 #[tokio::test(start_paused = true)]
 async fn a_body_that_stops_arriving_is_a_clear_error_after_the_body_read_timeout() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
-    let mut stream = TcpStream::connect(host_port(&app.base)).await.unwrap();
-    // Headers promise 100 bytes; a few arrive, then nothing, and the connection stays open.
-    let request = format!(
-        "POST /execute HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"code\": \"res"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    // Nothing more arrives, and the connection stays open.
+    let (_, mut stream) = start_a_body(&app).await;
     // Time is paused: it jumps ahead whenever every task waits, so this takes no real time.
     let started = tokio::time::Instant::now();
     let reply = read_reply(&mut stream, pyexec::api::BODY_READ_TIMEOUT * 2).await;
