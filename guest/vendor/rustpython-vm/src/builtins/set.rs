@@ -88,6 +88,17 @@ impl PyFrozenSet {
         })
     }
 
+    /// A frozenset constant of compiled code, from its elements in source order. CPython's
+    /// compiler builds `frozenset(elements)`, then `merge_consts_recursive` rebuilds it from
+    /// that set's iteration order, which can move colliding elements: this does both.
+    pub(crate) fn from_constant_elements(
+        vm: &VirtualMachine,
+        elements: impl IntoIterator<Item = PyObjectRef>,
+    ) -> PyResult<Self> {
+        let folded = Self::from_iter(vm, elements)?;
+        Self::from_iter(vm, folded.elements())
+    }
+
     pub fn elements(&self) -> Vec<PyObjectRef> {
         self.inner.elements()
     }
