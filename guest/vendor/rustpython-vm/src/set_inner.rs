@@ -325,11 +325,17 @@ pub(crate) struct SetTable {
     finger: AtomicUsize,
 }
 
-unsafe impl Traverse for SetTable {
+unsafe impl Traverse for Table {
     fn traverse(&self, tracer_fn: &mut TraverseFn<'_>) {
-        for slot in &self.inner.read().slots {
+        for slot in &self.slots {
             slot.key.traverse(tracer_fn);
         }
+    }
+}
+
+unsafe impl Traverse for SetTable {
+    fn traverse(&self, tracer_fn: &mut TraverseFn<'_>) {
+        self.inner.traverse(tracer_fn);
     }
 }
 

@@ -162,7 +162,7 @@ impl PySetInner {
     }
 
     /// `make_new_set`: a set updated from an arbitrary iterable.
-    fn from_object(iterable: &PyObject, vm: &VirtualMachine) -> PyResult<Self> {
+    pub(super) fn from_object(iterable: &PyObject, vm: &VirtualMachine) -> PyResult<Self> {
         let set = Self::default();
         set.update_internal(iterable, vm)?;
         Ok(set)
