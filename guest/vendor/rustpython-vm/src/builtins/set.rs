@@ -149,18 +149,6 @@ unsafe impl crate::object::Traverse for PySetInner {
 // in each doc comment): which set is walked, which is probed, and which fast path is taken all
 // decide the layout of the result, and so its iteration order.
 impl PySetInner {
-    pub(super) fn from_iter<T>(iter: T, vm: &VirtualMachine) -> PyResult<Self>
-    where
-        T: IntoIterator<Item = PyResult<PyObjectRef>>,
-    {
-        let set = Self::default();
-        for item in iter {
-            let item = item?;
-            set.add(&item, vm)?;
-        }
-        Ok(set)
-    }
-
     /// `make_new_set`: a set updated from an arbitrary iterable.
     pub(super) fn from_object(iterable: &PyObject, vm: &VirtualMachine) -> PyResult<Self> {
         let set = Self::default();
