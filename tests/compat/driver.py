@@ -7,7 +7,7 @@ globals for every docstring. It only runs examples and reports what they did; ju
 host's job, so a bug in the guest's own doctest module cannot make an example pass.
 
 `data`: {"files": {path: source}, "module": name, "globals": "module" | "empty",
-         "tests": [{"name": str, "examples": [source, ...]}, ...], "start": int}
+         "tests": [{"name": str, "examples": [source, ...]}, ...]}
 Each example's report is one line on the real stdout: RECORD_MARK + JSON
 {"test": i, "example": j, "out": what it printed, "exc": its exception's last line or null}.
 """
@@ -94,8 +94,7 @@ def report(test, example, out, exc):
 
 sys.meta_path.insert(0, SourceFiles())
 sys.displayhook = sys.__displayhook__
-for test_index in range(data["start"], len(data["tests"])):
-    test = data["tests"][test_index]
+for test_index, test in enumerate(data["tests"]):
     # Examples that draw random numbers see the same stream on every run and interpreter.
     random.seed(0)
     try:
