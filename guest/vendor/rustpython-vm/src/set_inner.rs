@@ -225,7 +225,10 @@ enum Location {
 enum Step {
     Done(Location),
     /// Compare `startkey` (in `slot`) with the key outside the lock, then resume.
-    Compare { slot: usize, startkey: PyObjectRef },
+    Compare {
+        slot: usize,
+        startkey: PyObjectRef,
+    },
     /// The table changed under the probe: start again.
     Restart,
 }
@@ -238,13 +241,22 @@ fn native_eq(stored: &PyObject, key: &PyObject, vm: &VirtualMachine) -> Option<b
         return None;
     }
     if stored_class.is(types.int_type) {
-        let (a, b) = (stored.downcast_ref::<PyInt>()?, key.downcast_ref::<PyInt>()?);
+        let (a, b) = (
+            stored.downcast_ref::<PyInt>()?,
+            key.downcast_ref::<PyInt>()?,
+        );
         Some(a.as_bigint() == b.as_bigint())
     } else if stored_class.is(types.str_type) {
-        let (a, b) = (stored.downcast_ref::<PyStr>()?, key.downcast_ref::<PyStr>()?);
+        let (a, b) = (
+            stored.downcast_ref::<PyStr>()?,
+            key.downcast_ref::<PyStr>()?,
+        );
         Some(a.as_wtf8() == b.as_wtf8())
     } else if stored_class.is(types.float_type) {
-        let (a, b) = (stored.downcast_ref::<PyFloat>()?, key.downcast_ref::<PyFloat>()?);
+        let (a, b) = (
+            stored.downcast_ref::<PyFloat>()?,
+            key.downcast_ref::<PyFloat>()?,
+        );
         Some(a.to_f64() == b.to_f64())
     } else {
         None

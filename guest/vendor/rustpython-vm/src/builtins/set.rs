@@ -17,13 +17,13 @@ use crate::{
         wtf8::Wtf8Buf,
     },
     convert::ToPyResult,
-    set_inner::{SetChanged, SetTable},
     function::{
         ArgIterable, FuncArgs, NameOthers, OptionalArg, PosArgs, PyArithmeticValue,
         PyComparisonValue,
     },
     protocol::{PyIterReturn, PyNumberMethods, PySequenceMethods},
     recursion::ReprGuard,
+    set_inner::{SetChanged, SetTable},
     types::AsNumber,
     types::{
         AsSequence, Comparable, Constructor, DefaultConstructor, Hashable, Initializer, IterNext,
@@ -844,9 +844,7 @@ impl Py<PySet> {
     #[pymethod]
     fn symmetric_difference(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<PySet> {
         Ok(PySet {
-            inner: self
-                .inner
-                .symmetric_difference_new(other.as_object(), vm)?,
+            inner: self.inner.symmetric_difference_new(other.as_object(), vm)?,
         })
     }
 
@@ -1350,9 +1348,7 @@ impl Py<PyFrozenSet> {
         vm: &VirtualMachine,
     ) -> PyResult<PyFrozenSet> {
         Ok(PyFrozenSet {
-            inner: self
-                .inner
-                .symmetric_difference_new(other.as_object(), vm)?,
+            inner: self.inner.symmetric_difference_new(other.as_object(), vm)?,
             ..Default::default()
         })
     }
@@ -1646,9 +1642,7 @@ impl Py<PySetIterator> {
             (vm.ctx
                 .new_list(match &internal.status {
                     IterStatus::Exhausted => vec![],
-                    IterStatus::Active(set) => {
-                        set.as_inner().content.keys_from(internal.position)
-                    }
+                    IterStatus::Active(set) => set.as_inner().content.keys_from(internal.position),
                 })
                 .into(),),
         ))
