@@ -103,10 +103,15 @@ for _module in (_thread, threading):
 /// waits in a selector, and WASI has neither sockets nor anything else to watch. Without the
 /// self-pipe (no other thread can wake the loop) and with a selector that only waits out the
 /// loop's timeouts, coroutines, tasks, `sleep`, queues and timeouts work; `time.sleep` is the
-/// host's `poll_oneoff`, which never sleeps past the execution's deadline.
+/// host's `poll_oneoff`, which never sleeps past the execution's deadline. WASI has no signals
+/// either (not even `signal.SIGINT`), so `asyncio.run` is kept from handling Ctrl-C.
 const ASYNCIO_WITHOUT_IO: &str = "
-import errno, selectors, time
-from asyncio import selector_events
+import errno, selectors, time, types
+from asyncio import runners, selector_events
+
+runners.signal = types.SimpleNamespace(
+    SIGINT=None, getsignal=lambda signalnum: None, default_int_handler=object()
+)
 
 # A selector with nothing to watch: select() only waits for its timeout.
 class WaitOnlySelector(selectors.BaseSelector):
