@@ -170,6 +170,12 @@ impl Table {
         if self.fill * 5 < self.mask() * 3 {
             return Vec::new();
         }
+        self.resize_for_used()
+    }
+
+    /// `set_table_resize` with the growth factors of `set_add_entry`: room for four times the
+    /// elements, twice above 50,000.
+    fn resize_for_used(&mut self) -> Vec<Slot> {
         self.resize(if self.used > 50000 {
             self.used * 2
         } else {
@@ -540,6 +546,19 @@ impl SetTable {
             self.add(key, hash, vm)?;
         }
         Ok(())
+    }
+
+    /// The end of `set_difference_update_internal`: a table more than a quarter dummies is
+    /// rebuilt without them.
+    pub(crate) fn purge_dummies(&self) {
+        let released = {
+            let mut table = self.write();
+            if table.fill - table.used <= table.mask() / 4 {
+                return;
+            }
+            table.resize_for_used()
+        };
+        drop(released);
     }
 
     /// The one big resize `set_update_internal` does before adding a dict's `incoming` keys.

@@ -507,7 +507,7 @@ impl PySetInner {
         Ok(())
     }
 
-    /// `set_difference_update_internal` (3.11 leaves the dummies in place afterwards).
+    /// `set_difference_update_internal`.
     fn difference_update_internal(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<()> {
         if let Some(other_set) = extract_set(other.as_object()) {
             if self.is(other_set) {
@@ -523,12 +523,13 @@ impl PySetInner {
             for (key, hash) in removed {
                 self.content.discard(&key, hash, vm)?;
             }
-            return Ok(());
+        } else {
+            for item in other.iter(vm)? {
+                let key = item?;
+                self.content.discard(&key, key.hash(vm)?, vm)?;
+            }
         }
-        for item in other.iter(vm)? {
-            let key = item?;
-            self.content.discard(&key, key.hash(vm)?, vm)?;
-        }
+        self.content.purge_dummies();
         Ok(())
     }
 
