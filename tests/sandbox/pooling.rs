@@ -71,21 +71,26 @@ async fn a_dirty_page_swapped_out_mid_execution_is_reset_too() {
         result(&sandbox.execute(execution("result = 1")).await.unwrap()),
         json!(1)
     );
-    let dirty_then_sleep = format!("{DIRTY_THE_HEAP}\nimport time\ntime.sleep(4)");
+    let dirty_then_sleep = format!("{DIRTY_THE_HEAP}\nimport time\ntime.sleep(6)");
     let first = tokio::spawn({
         let sandbox = sandbox.clone();
         async move { sandbox.execute(execution(dirty_then_sleep)).await.unwrap() }
     });
-    // Dirtying takes well under a second even on a busy machine; the sleep leaves three more.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let swapped = page_out_wasm_memory();
+    // Page the slot out until all of the 48 MiB blob is in swap, that is once the execution
+    // has dirtied everything and gone to sleep (a page it writes after a pass faults back in).
+    let blob_pages = (48 << 20) / rustix::param::page_size();
+    let mut swapped = 0;
+    while swapped < blob_pages && !first.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        swapped = page_out_wasm_memory();
+    }
+    assert!(
+        swapped >= blob_pages,
+        "only {swapped} pages of the slot went to swap: this test needs swap (swapon)"
+    );
     assert!(
         !first.is_finished(),
         "the execution ended before its slot was paged out"
-    );
-    assert!(
-        swapped >= (48 << 20) / rustix::param::page_size(),
-        "only {swapped} pages of the slot went to swap: this test needs swap (swapon)"
     );
     assert_eq!(result(&first.await.unwrap()), json!(1));
     let next = sandbox.execute(execution(LOOK_FOR_LEAKS)).await.unwrap();

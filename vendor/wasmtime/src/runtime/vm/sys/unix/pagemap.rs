@@ -311,6 +311,12 @@ pub unsafe fn reset_with_pagemap(
             // page/file page as those are inverted above meaning we're
             // searching for pages that specifically don't have those flags.
             .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+            // pyexec (not in upstream's change): the page must be present or
+            // swapped. Without this, Linux 6.18 reports never-touched pages
+            // (no page table entry) as WRITTEN too, and the whole
+            // `keep_resident` budget is copied back on every reset
+            // (vendor/README.md).
+            .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
             // Don't return any categories back. This helps group regions
             // together since the reported set of categories is always empty
             // and we otherwise aren't looking for anything in particular.
@@ -500,7 +506,6 @@ mod ioctl {
         ///
         /// For more detail see the `pagemap_scan_is_interesting_page` function
         /// in the Linux kernel source.
-        #[expect(dead_code, reason = "bindings for the future if we need them")]
         pub fn category_anyof_mask(&mut self, flags: Categories) -> &mut PageMapScanBuilder {
             self.pm_scan_arg.category_anyof_mask = flags;
             self
