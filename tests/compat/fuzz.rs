@@ -43,6 +43,9 @@ async fn generated_programs_never_end_internal() {
     let seconds = std::env::var("COMPILER_FUZZ_SECONDS").unwrap_or_else(|_| "60".to_owned());
     let seed = std::env::var("COMPILER_FUZZ_SEED").unwrap_or_default();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    tokio::task::spawn_blocking(|| LazyLock::force(&FUZZ_SANDBOX))
+        .await
+        .unwrap();
     let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiler-fuzz");
     std::fs::create_dir_all(&out_dir).unwrap();
 

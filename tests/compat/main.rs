@@ -337,6 +337,10 @@ fn show(line: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_behaves_as_in_cpython() {
     let started = Instant::now();
+    // Starting the sandbox blocks (it may compile the guest): not on a runtime worker.
+    tokio::task::spawn_blocking(|| LazyLock::force(&SANDBOX))
+        .await
+        .unwrap();
     let sources: Vec<Arc<Source>> = load_sources().into_iter().map(Arc::new).collect();
     let known: KnownFailures = serde_json::from_str(
         &std::fs::read_to_string(repo_path("tests/compat/known_failures.json")).unwrap(),
