@@ -180,20 +180,30 @@ impl Sandbox {
         let guest = Arc::new(Guest::new(engine, &module)?);
         // The first instance builds the copy-on-write memory image (~40 ms): pay that here,
         // not in the first client's request.
-        let warm_up = guest.run(
-            serde_json::to_vec(&GuestRequest {
-                code: "result = 1",
-                data: None,
-                output_limit: 64,
-            })?,
-            RunLimits {
-                fuel: Limits::default().fuel,
-                timeout: Duration::from_secs(10),
-                memory_bytes: Limits::default().memory_bytes,
-                output_bytes: 64,
-            },
-            Arc::default(),
-        );
+        // On a thread of its own: reading stdin through WASI must not happen inside an async
+        // runtime's context, which the caller may have entered.
+        let warm_up_request = serde_json::to_vec(&GuestRequest {
+            code: "result = 1",
+            data: None,
+            output_limit: 64,
+        })?;
+        let warm_up = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    guest.run(
+                        warm_up_request,
+                        RunLimits {
+                            fuel: Limits::default().fuel,
+                            timeout: Duration::from_secs(10),
+                            memory_bytes: Limits::default().memory_bytes,
+                            output_bytes: 64,
+                        },
+                        Arc::default(),
+                    )
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the guest's warm-up run panicked"))
+        })?;
         anyhow::ensure!(
             warm_up
                 .result
