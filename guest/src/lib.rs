@@ -99,6 +99,14 @@ for _module in (_thread, threading):
             setattr(_module, _name, _refuse_thread)
 ";
 
+/// Run once before the snapshot: the sandbox is a machine without a network, and WASI has no
+/// `gethostname`; libraries that read the host name when imported (boltons' `iterutils`, logging
+/// set-ups) get the name such a machine has instead of an `OSError`.
+const HOST_NAME: &str = "
+import socket
+socket.gethostname = lambda: 'localhost'
+";
+
 /// Run once before the snapshot: asyncio's event loop wakes itself through a socket pair and
 /// waits in a selector, and WASI has neither sockets nor anything else to watch. Without the
 /// self-pipe (no other thread can wake the loop) and with a selector that only waits out the
@@ -234,6 +242,7 @@ pub extern "C" fn wizer_initialize() {
         for (setup, what) in [
             (REFUSE_THREADS, "disable threads"),
             (ASYNCIO_WITHOUT_IO, "set up asyncio"),
+            (HOST_NAME, "name the host"),
         ] {
             if let Err(exc) = vm.run_simple_string(setup) {
                 vm.print_exception(&exc);

@@ -45,9 +45,11 @@ pub fn guest_result(code: &str) -> Value {
         fuel: None,
         tenant: None,
     };
-    // Inside the runtime: the sandbox starts its workers on first use.
+    // Built outside the runtime: `Sandbox::new` runs a blocking warm-up execution, and a WASI
+    // call made inside an async context panics.
+    let sandbox = &*SANDBOX;
     let outcome = RUNTIME
-        .block_on(async { SANDBOX.execute(execution).await })
+        .block_on(sandbox.execute(execution))
         .expect("the execution is admitted");
     match outcome.result {
         Ok(raw) => serde_json::from_str(raw.get()).expect("the result is JSON"),
