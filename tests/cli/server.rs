@@ -19,6 +19,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with more arguments for `serve` (e.g. `--store URL`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
             .args([
@@ -34,6 +39,7 @@ impl Server {
             .arg(data_dir)
             .arg("--module-cache-dir")
             .arg(cache)
+            .args(extra)
             .env("PYEXEC_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
