@@ -11,6 +11,18 @@
 //! recovers by itself once the database is back. If a commit's outcome is unknown (the
 //! connection died during it) the store may have counted an execution that never ran — an
 //! over-count of at most that batch, never an under-count.
+//!
+//! Group commit, measured with `cargo test --test cluster bench_admissions -- --ignored
+//! --nocapture` (64 tasks × 100 admissions, PostgreSQL 15 on the same 2-core VM, debug build
+//! of this crate with optimised dependencies, other builds competing for the cores):
+//!
+//! | admissions                          | 1 hot key            | 64 keys              |
+//! |-------------------------------------|----------------------|----------------------|
+//! | batched (default)                   | 2 651/s, p50 19.6 ms | 3 532/s, p50 16.2 ms |
+//! | one statement each, 16 connections  | 359/s, p50 168 ms    | 1 623/s, p50 37.7 ms |
+//!
+//! One hot key gains 7×: unbatched, every admission waits for the row lock and then its own
+//! commit (fsync); batched, one lock and one commit cover the whole batch.
 
 mod batch;
 pub mod migrate;
