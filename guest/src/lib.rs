@@ -2,11 +2,13 @@
 //! replies once.
 //!
 //! # Protocol
-//! The host hands the request (`{"code": str, "data": any, "output_limit": int}`) to
-//! [`host::read_request`] and takes the reply from [`host::send_reply`]; both are `pyexec.*`
-//! imports that only this Rust code can reach. Python's stdout and stderr go to the ordinary
-//! WASI file descriptors, which the host captures and caps: nothing the user's code prints, and
-//! no stream it replaces, can pass for the reply.
+//! The host writes the request (`{"code": str, "data": any, "output_limit": int}`) to the
+//! guest's WASI stdin, which [`host::read_request`] reads to the end before any Python runs, and
+//! takes the reply from [`host::send_reply`], the private `pyexec.reply` import that only this
+//! Rust code can reach. Python's stdout and stderr go to the ordinary WASI file descriptors,
+//! which the host captures and caps: nothing the user's code prints, and no stream it replaces,
+//! can pass for the reply. A panic replies too ([`host::reply_on_panic`]): its text goes to the
+//! host's log, never to stderr.
 //!
 //! # Pre-initialisation
 //! The guest is a library module (a WASI "reactor" without `_initialize`): the host calls `run`
@@ -27,8 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustpython::InterpreterBuilderExt;
 use rustpython_vm::{
-    builtins::PyBaseExceptionRef, compiler::Mode, vm::VmCompileError, AsObject, Interpreter,
-    InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
+    builtins::{PyBaseExceptionRef, PyCode},
+    compiler::Mode,
+    vm::VmCompileError,
+    AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
 };
 use serde::Deserialize;
 
@@ -42,6 +46,7 @@ const PRELOADED_MODULES: &[&str] = &[
     "__future__",
     "abc",
     "array",
+    "asyncio",
     "base64",
     "bisect",
     "calendar",
@@ -94,6 +99,48 @@ for _module in (_thread, threading):
             setattr(_module, _name, _refuse_thread)
 ";
 
+/// Run once before the snapshot: asyncio's event loop wakes itself through a socket pair and
+/// waits in a selector, and WASI has neither sockets nor anything else to watch. Without the
+/// self-pipe (no other thread can wake the loop) and with a selector that only waits out the
+/// loop's timeouts, coroutines, tasks, `sleep`, queues and timeouts work; `time.sleep` is the
+/// host's `poll_oneoff`, which never sleeps past the execution's deadline. WASI has no signals
+/// either (not even `signal.SIGINT`), so `asyncio.run` is kept from handling Ctrl-C.
+const ASYNCIO_WITHOUT_IO: &str = "
+import errno, selectors, time, types
+from asyncio import runners, selector_events
+
+runners.signal = types.SimpleNamespace(
+    SIGINT=None, getsignal=lambda signalnum: None, default_int_handler=object()
+)
+
+# A selector with nothing to watch: select() only waits for its timeout.
+class WaitOnlySelector(selectors.BaseSelector):
+    def register(self, fileobj, events, data=None):
+        raise OSError(errno.ENOTSUP, 'there are no sockets or pipes to watch in the sandbox')
+
+    def unregister(self, fileobj):
+        raise KeyError(fileobj)
+
+    def select(self, timeout=None):
+        if timeout is None:
+            # Nothing can ever become ready: wait, as CPython would, until the deadline.
+            while True:
+                time.sleep(3600)
+        if timeout > 0:
+            time.sleep(timeout)
+        return []
+
+    def get_map(self):
+        return {}
+
+def no_self_pipe(loop):
+    pass
+
+selectors.DefaultSelector = WaitOnlySelector
+for name in ('_make_self_pipe', '_close_self_pipe', '_write_to_self'):
+    setattr(selector_events.BaseSelectorEventLoop, name, no_self_pipe)
+";
+
 /// Requests run once during pre-initialisation so that every path a real request takes
 /// (success, exception, syntax error, unserialisable result, each module's first use) is
 /// already compiled and cached in the snapshot.
@@ -107,6 +154,8 @@ const WARM_UP_REQUESTS: &[&str] = &[
     r#"{"code": "s = '\u00a1", "data": {}}"#,
     r#"{"code": "result = {1, 2}", "data": {}}"#,
     r#"{"code": "import sys\nsys.exit(2)", "data": {}}"#,
+    // The snapshot's clocks stand still: only zero-length sleeps end here.
+    r#"{"code": "import asyncio\nasync def one(q):\n    await asyncio.sleep(0)\n    await q.put(1)\n    return await q.get()\nasync def main():\n    q = asyncio.Queue()\n    async with asyncio.timeout(5):\n        return await asyncio.gather(one(q), asyncio.wait_for(one(q), 5))\nresult = asyncio.run(main())", "data": {}}"#,
 ];
 
 unsafe extern "C" {
@@ -122,6 +171,7 @@ fn construct() {
     if !CONSTRUCTED.swap(true, Ordering::Relaxed) {
         // SAFETY: runs once per instance, before anything else in the module.
         unsafe { __wasm_call_ctors() };
+        host::reply_on_panic();
     }
 }
 
@@ -181,9 +231,14 @@ pub extern "C" fn wizer_initialize() {
                 panic!("pre-initialisation could not import {module}");
             }
         }
-        if let Err(exc) = vm.run_simple_string(REFUSE_THREADS) {
-            vm.print_exception(&exc);
-            panic!("pre-initialisation could not disable threads");
+        for (setup, what) in [
+            (REFUSE_THREADS, "disable threads"),
+            (ASYNCIO_WITHOUT_IO, "set up asyncio"),
+        ] {
+            if let Err(exc) = vm.run_simple_string(setup) {
+                vm.print_exception(&exc);
+                panic!("pre-initialisation could not {what}");
+            }
         }
         for request in WARM_UP_REQUESTS {
             execute(vm, request.as_bytes());
@@ -234,13 +289,16 @@ fn run(vm: &VirtualMachine, request: &Request) -> Result<String, ErrorReport> {
     // Not `vm.compile`: its warning passes run first, and their escape scanner panics on an
     // unterminated string that ends in a multi-byte character (`'¡`), which the compiler itself
     // reports as the SyntaxError it is. The price: no SyntaxWarnings on stderr.
+    // Not `vm.ctx.new_code` either: its constant bag has no VM and panics on the frozenset
+    // constants the compiler makes of `x in {1, 2}` and `for x in {1, 2}`; `PyCode`'s own, as
+    // `vm.compile` uses, builds them.
     let code = rustpython_vm::compiler::compile(
         &request.code,
         Mode::Exec,
         USER_FILENAME,
         vm.compile_opts(),
     )
-    .map(|code| vm.ctx.new_code(code))
+    .map(|code| PyCode::new_ref_from_bytecode(vm, code))
     .map_err(|err| {
         let exc = VmCompileError::from(err).into_pyexception(vm, Some(&request.code));
         ErrorReport::from_exception(vm, &exc, &request.code)

@@ -97,7 +97,7 @@ fn milliseconds(duration: Duration) -> f64 {
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 413, description = "Body, or code plus data, too large", body = ErrorBody),
         (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
-        (status = 422, description = "Malformed JSON, missing `code`, or a field of the wrong type", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, missing `code`, a field of the wrong type, or `data` nested past the nesting limit", body = ErrorBody),
         (status = 429, description = "Executions limit exhausted, rate limit, or too many concurrent executions", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds to wait (rate and concurrency limits)"))),
         (status = 503, description = "At capacity (with Retry-After) or key database unavailable", body = ErrorBody),
@@ -147,6 +147,7 @@ async fn run(
         .map_err(|rejected| match rejected {
             Rejected::Overloaded { .. } => ApiError::Overloaded,
             Rejected::InputTooLarge { limit, .. } => ApiError::TooLarge { limit },
+            Rejected::DataTooDeep { .. } => ApiError::invalid("data", rejected.to_string()),
         })?;
     let admitted = state.keys.admit(caller).await.map_err(|err| match err {
         AdmitError::RateLimited(rate) => {

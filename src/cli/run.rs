@@ -64,7 +64,9 @@ impl RunArgs {
                 tenant: None,
             })
             .map_err(|rejected| match rejected {
-                Rejected::InputTooLarge { .. } => UsageError(rejected.into()).into(),
+                Rejected::InputTooLarge { .. } | Rejected::DataTooDeep { .. } => {
+                    UsageError(rejected.into()).into()
+                }
                 Rejected::Overloaded { .. } => anyhow::Error::from(rejected),
             })?;
         let outcome = tokio::runtime::Builder::new_current_thread()

@@ -1,5 +1,6 @@
-//! One execution: a fresh `Store` and instance of the guest, its limits, the `pyexec.*` imports
-//! that carry the request and the reply, and the classification of how it ended.
+//! One execution: a fresh `Store` and instance of the guest, its limits, the request on its
+//! stdin and the `pyexec.reply` import that carries the reply back, and the classification of
+//! how it ended.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,8 +56,6 @@ pub struct RunLimits {
 /// The `T` of each execution's `Store`.
 pub struct ExecutionState {
     wasi: WasiP1Ctx,
-    /// The request document, handed over once through `pyexec.request_read`.
-    request: Vec<u8>,
     /// The reply document, once the guest has sent it.
     reply: Option<Vec<u8>>,
     limits: RunLimits,
@@ -155,8 +154,7 @@ impl Guest {
         let started = Instant::now();
         let output = OutputCapture::new(limits.output_bytes);
         let state = ExecutionState {
-            wasi: wasi::context(&output),
-            request,
+            wasi: wasi::context(request, &output),
             reply: None,
             limits,
             deadline: started + limits.timeout,
@@ -184,9 +182,15 @@ impl Guest {
         let reply = store.data_mut().reply.take();
         drop(store);
         let duration = started.elapsed();
-        let (stdout, stderr) = output.take();
+        let result = classify(ended, reply, &limits);
+        // A sandbox failure may have left its own text (a trap, a panic) in the output: the
+        // client gets `internal` and nothing more.
+        let (stdout, stderr) = match &result {
+            Err(error) if error.kind == ErrorKind::Internal => Default::default(),
+            _ => output.take(),
+        };
         Outcome {
-            result: classify(ended, reply, &limits),
+            result,
             stdout,
             stderr,
             fuel_used,
@@ -195,28 +199,8 @@ impl Guest {
     }
 }
 
-/// The `pyexec` imports of the guest (see guest/src/host.rs).
+/// The guest's one import of its own, `pyexec.reply` (see guest/src/host.rs).
 fn add_protocol(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "pyexec",
-        "request_len",
-        |caller: Caller<'_, ExecutionState>| caller.data().request.len() as u32,
-    )?;
-    linker.func_wrap(
-        "pyexec",
-        "request_read",
-        |mut caller: Caller<'_, ExecutionState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
-            let request = std::mem::take(&mut caller.data_mut().request);
-            if len as usize != request.len() {
-                wasmtime::bail!(
-                    "pyexec.request_read: asked for {len} bytes, have {}",
-                    request.len()
-                );
-            }
-            guest_memory(&mut caller)?.write(&mut caller, ptr as usize, &request)?;
-            Ok(())
-        },
-    )?;
     linker.func_wrap(
         "pyexec",
         "reply",
@@ -225,20 +209,17 @@ fn add_protocol(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
             if len as usize > caller.data().limits.output_bytes + 64 * 1024 {
                 return Err(Stop::OutputLimit.into());
             }
+            let memory = caller
+                .get_export("memory")
+                .and_then(|export| export.into_memory())
+                .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
             let mut reply = vec![0; len as usize];
-            guest_memory(&mut caller)?.read(&caller, ptr as usize, &mut reply)?;
+            memory.read(&caller, ptr as usize, &mut reply)?;
             caller.data_mut().reply = Some(reply);
             Err(Stop::Replied.into())
         },
     )?;
     Ok(())
-}
-
-fn guest_memory(caller: &mut Caller<'_, ExecutionState>) -> wasmtime::Result<wasmtime::Memory> {
-    caller
-        .get_export("memory")
-        .and_then(|export| export.into_memory())
-        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))
 }
 
 /// The guest's reply document.
@@ -247,6 +228,8 @@ struct Reply {
     ok: bool,
     result: Option<Box<RawValue>>,
     error: Option<ExecutionError>,
+    /// The text of a panic in the guest (with its source location): for the log only.
+    panic: Option<String>,
 }
 
 /// Maps how the guest's `run` ended to the execution's result.
@@ -332,6 +315,12 @@ fn classify(
 
 fn parse_reply(reply: &[u8]) -> Result<Box<RawValue>, ExecutionError> {
     match serde_json::from_slice::<Reply>(reply) {
+        Ok(Reply {
+            panic: Some(panic), ..
+        }) => {
+            tracing::warn!(%panic, "the guest panicked; answered as internal");
+            Err(ExecutionError::internal())
+        }
         // serde reads a `null` result as `None`.
         Ok(Reply {
             ok: true, result, ..

@@ -29,6 +29,12 @@ pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
 use self::pool::{FairQueue, Job, worker_lost};
 pub use self::wasi::CLOCK_RESOLUTION;
 
+/// How deeply `data` may nest arrays and objects, its own object being the first level. The
+/// guest parses the request document with serde_json's default limit of 128 nested arrays and
+/// objects, refusing the 128th; the document's own object takes one level. Deeper `data` could
+/// only fail inside the guest, so [`Sandbox::prepare`] refuses it before anything runs.
+pub const MAX_DATA_DEPTH: usize = 126;
+
 /// Limits applied to every execution unless a key overrides its fuel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -261,6 +267,15 @@ impl Sandbox {
                 limit: limits.input_bytes,
             });
         }
+        if execution
+            .data
+            .as_ref()
+            .is_some_and(|data| nests_deeper_than(data.get(), MAX_DATA_DEPTH))
+        {
+            return Err(Rejected::DataTooDeep {
+                limit: MAX_DATA_DEPTH,
+            });
+        }
         let permit = self
             .inner
             .permits
@@ -326,7 +341,37 @@ impl Prepared {
     }
 }
 
-/// The request document of the guest protocol (guest/src/main.rs).
+/// Whether the (valid) JSON text `json` nests arrays and objects more than `limit` levels deep.
+fn nests_deeper_than(json: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut bytes = json.bytes();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'"' => {
+                while let Some(byte) = bytes.next() {
+                    match byte {
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The request document of the guest protocol (guest/src/lib.rs), written to the guest's stdin.
 #[derive(Serialize)]
 struct GuestRequest<'a> {
     code: &'a str,
@@ -340,5 +385,19 @@ struct CancelOnDrop(Arc<AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nests_deeper_than;
+
+    #[test]
+    fn nesting_counts_arrays_and_objects_but_not_brackets_in_strings() {
+        assert!(!nests_deeper_than(r#"{"a": [1, {"b": []}]}"#, 4));
+        assert!(nests_deeper_than(r#"{"a": [1, {"b": []}]}"#, 3));
+        assert!(!nests_deeper_than(r#"{"a": "[[[{{{", "b": "\"[[[\\"}"#, 1));
+        assert!(nests_deeper_than(r#"{"a": "\\", "b": [{}]}"#, 2));
+        assert!(!nests_deeper_than(r#"[[]] "#, 2));
     }
 }

@@ -138,4 +138,12 @@ pub enum Rejected {
         /// The configured limit.
         limit: usize,
     },
+    /// `data` nests arrays and objects more deeply than the guest can take.
+    #[error(
+        "data nests arrays and objects too deeply: the nesting limit is {limit} levels, counting data's own object"
+    )]
+    DataTooDeep {
+        /// The nesting limit, [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH).
+        limit: usize,
+    },
 }

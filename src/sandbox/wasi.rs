@@ -1,5 +1,6 @@
 //! The guest's view of the world: WASI preview 1 from wasmtime-wasi with nothing granted (no
-//! preopened directories, environment, arguments, sockets or stdin), plus three things of ours:
+//! preopened directories, environment, arguments or sockets), plus four things of ours: the
+//! request document as stdin (which the guest reads to the end before any Python runs),
 //! stdout/stderr captured into one capped buffer, clocks coarsened to [`CLOCK_RESOLUTION`], and
 //! a `poll_oneoff` (what `time.sleep` and `select` block in) that never sleeps past the
 //! execution's deadline.
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
@@ -22,9 +24,10 @@ use super::instance::{ExecutionState, Stop};
 /// side channels.
 pub const CLOCK_RESOLUTION: Duration = Duration::from_micros(100);
 
-/// The WASI context of one execution.
-pub fn context(output: &OutputCapture) -> WasiP1Ctx {
+/// The WASI context of one execution, with `request` on its stdin.
+pub fn context(request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx {
     WasiCtxBuilder::new()
+        .stdin(MemoryInputPipe::new(request))
         .stdout(output.stream(StreamId::Stdout))
         .stderr(output.stream(StreamId::Stderr))
         .wall_clock(CoarseWallClock)
@@ -238,8 +241,9 @@ const ERRNO_INVAL: i32 = 28;
 const ERRNO_NOTSUP: i32 = 58;
 
 /// Replaces wasmtime-wasi's `poll_oneoff`, which would block the worker thread for as long as
-/// the guest asks. Ours answers file-descriptor subscriptions at once (stdin is always at end
-/// of file; stdout and stderr are always writable) and sleeps for clock subscriptions only
+/// the guest asks. Ours answers file-descriptor subscriptions at once (stdin is at end of file
+/// once the guest has read the request, before any Python runs; stdout and stderr are always
+/// writable) and sleeps for clock subscriptions only
 /// until the execution's deadline, where it stops the execution with [`Stop::Timeout`].
 pub fn add_poll_oneoff(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);

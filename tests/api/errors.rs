@@ -135,6 +135,35 @@ async fn bad_bodies_are_422_naming_the_field_and_not_charged() {
 }
 
 #[tokio::test]
+async fn data_past_the_nesting_limit_is_422_and_not_charged() {
+    let app = spawn_app().await;
+    let key = app.roomy_key();
+    let limit = pyexec::sandbox::MAX_DATA_DEPTH;
+    for (open, close) in [("[", "]"), (r#"{"k": "#, "}")] {
+        // `data`'s own object is the first level.
+        let body = |depth: usize| {
+            let nested = format!("{}1{}", open.repeat(depth - 1), close.repeat(depth - 1));
+            format!(r#"{{"code": "result = 1", "data": {{"d": {nested}}}}}"#)
+        };
+        let (status, reply) = json(app.execute(&key, &body(limit)).await).await;
+        assert_eq!((status, &reply["result"]), (200, &json!(1)), "{reply}");
+        let (status, reply) = json(app.execute(&key, &body(limit + 1)).await).await;
+        assert_eq!(
+            (status, &reply["code"], &reply["field"]),
+            (422, &json!("invalid_request"), &json!("data")),
+            "{reply}"
+        );
+        let detail = reply["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("the nesting limit is {limit} levels")),
+            "{detail}"
+        );
+    }
+    let (_, usage) = json(app.get("/usage", Some(&key)).await).await;
+    assert_eq!(usage["executions_used"], 2);
+}
+
+#[tokio::test]
 async fn oversized_bodies_and_inputs_are_413() {
     let app = spawn_app().await;
     let key = app.roomy_key().await;

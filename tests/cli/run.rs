@@ -270,6 +270,45 @@ fn bad_usage_exits_2_with_one_line() {
 }
 
 #[test]
+fn data_past_the_nesting_limit_is_bad_usage() {
+    let limit = pyexec::sandbox::MAX_DATA_DEPTH;
+    for (open, close) in [("[", "]"), (r#"{"k": "#, "}")] {
+        // `data`'s own object is the first level.
+        let data = |depth: usize| {
+            format!(
+                r#"{{"d": {}1{}}}"#,
+                open.repeat(depth - 1),
+                close.repeat(depth - 1)
+            )
+        };
+        let out = pyexec_run(&["--data", &data(limit)], "result = 1").success();
+        assert_eq!(out.stdout, "1\n");
+        pyexec_run(&["--data", &data(limit + 1)], "result = 1")
+            .usage_error(&format!("the nesting limit is {limit} levels"));
+    }
+}
+
+#[test]
+fn a_guest_panic_is_logged_and_answered_internal_without_its_text() {
+    // A code object whose bytecode was replaced panics RustPython.
+    let code = "print('before')\ndef f():\n    return 1\ng = type(f)(f.__code__.replace(co_code=b'\\xff' * 16), {})\ng()";
+    let out = pyexec_run(&["--json"], code);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    let reply = out.json();
+    assert_eq!(
+        (&reply["error"]["kind"], &reply["stdout"], &reply["stderr"]),
+        (&json!("internal"), &json!(""), &json!("")),
+        "{reply}"
+    );
+    assert!(!out.stdout.contains("panicked"), "{out:#?}");
+    // The log (stderr) has the panic's text.
+    assert!(
+        out.stderr.contains("the guest panicked") && out.stderr.contains("panicked at"),
+        "{out:#?}"
+    );
+}
+
+#[test]
 fn help_documents_input_output_and_exit_codes() {
     let out = super::helpers::run(pyexec().args(["run", "--help"])).success();
     for text in [

@@ -194,3 +194,42 @@ async fn kill_9_forgets_no_acknowledged_execution() {
         200
     );
 }
+
+/// VmRSS of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib << 10
+}
+
+/// Compiles the guest (tens of seconds); CI runs it like every other test.
+#[tokio::test]
+async fn a_cold_start_keeps_no_more_memory_than_a_warm_one() {
+    let dir = TestDir::new();
+    let cache = dir.root().join("empty-module-cache");
+    let mut resident = Vec::new();
+    let mut key = None;
+    for _start in ["cold", "warm"] {
+        let server = Server::start_with_cache(&dir.data_dir(), &cache);
+        let key: &str = key.get_or_insert_with(|| shown_key(&server.banner, "test"));
+        for n in 0..20 {
+            let body = json!({"code": "result = sum(data['x'])", "data": {"x": [n, 1]}});
+            assert_eq!(server.execute(key, body).await.1["result"], json!(n + 1));
+        }
+        resident.push(resident_bytes(server.pid()));
+    }
+    let [cold, warm] = resident[..] else {
+        unreachable!()
+    };
+    assert!(
+        cold <= warm + (50 << 20),
+        "resident after a cold start: {} MiB, after a warm one: {} MiB",
+        cold >> 20,
+        warm >> 20
+    );
+}

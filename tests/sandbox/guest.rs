@@ -349,6 +349,60 @@ async fn user_code_cannot_forge_the_reply() {
 }
 
 #[tokio::test]
+async fn the_code_finds_stdin_empty_after_the_request_was_read_from_it() {
+    let code = "import os, sys
+def attempt(read):
+    try:
+        return read()
+    except EOFError:
+        return 'EOFError'
+result = [
+    attempt(input),
+    sys.stdin.read(),
+    sys.stdin.readline(),
+    sys.stdin.buffer.read().decode(),
+    os.read(0, 1 << 16).decode(),
+    sys.__stdin__.read(),
+]";
+    let outcome = run_with(code, r#"{"secret": "part of the request document"}"#).await;
+    assert_eq!(result(&outcome), json!(["EOFError", "", "", "", "", ""]));
+}
+
+#[test]
+fn the_guest_imports_only_wasi_and_pyexec_reply() {
+    // The import section names each import as its module, then its field, both
+    // length-prefixed; "pyexec" is 6 bytes.
+    let marker = b"\x06pyexec";
+    let wasm = pyexec::sandbox::GUEST_WASM;
+    let fields: Vec<String> = (0..wasm.len() - marker.len())
+        .filter(|&at| &wasm[at..at + marker.len()] == marker)
+        .map(|at| {
+            let field = &wasm[at + marker.len()..];
+            let len = usize::from(field[0]);
+            String::from_utf8_lossy(&field[1..1 + len]).into_owned()
+        })
+        .collect();
+    assert_eq!(fields, ["reply"]);
+}
+
+#[tokio::test]
+async fn a_guest_panic_answers_internal_and_nothing_more() {
+    // A code object whose bytecode was replaced panics RustPython.
+    let outcome = run("print('before')\nimport sys\nprint('err', file=sys.stderr)\ndef f():\n    return 1\ng = type(f)(f.__code__.replace(co_code=b'\\xff' * 16), {})\ng()").await;
+    let err = error(&outcome);
+    assert_eq!(
+        (err.kind, err.type_name.as_str(), err.message.as_str()),
+        (
+            ErrorKind::Internal,
+            "InternalError",
+            "the sandbox failed; the failure has been logged"
+        )
+    );
+    assert_eq!((err.line, &err.traceback), (None, &None));
+    assert_eq!((outcome.stdout.as_str(), outcome.stderr.as_str()), ("", ""));
+}
+
+#[tokio::test]
 async fn capabilities_fail_cleanly() {
     let code = r#"
 import os, socket, subprocess, threading

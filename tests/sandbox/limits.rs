@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use serde_json::value::RawValue;
 
-use super::{error, execution, result, run, sandbox, test_limits};
-use pyexec::sandbox::{ErrorKind, Execution, Rejected};
+use super::{error, execution, result, run, run_with, sandbox, test_limits};
+use pyexec::sandbox::{ErrorKind, Execution, MAX_DATA_DEPTH, Rejected};
 
 /// The sandbox still works after whatever the previous execution did.
 async fn assert_healthy() {
@@ -186,4 +187,44 @@ async fn oversized_input_is_rejected_before_running() {
         matches!(rejected, Rejected::InputTooLarge { .. }),
         "{rejected:?}"
     );
+}
+
+/// `{"d": …}` with arrays (or objects under the key `k`) nesting `depth` levels in all.
+fn nested_data(depth: usize, arrays: bool) -> String {
+    let (open, close) = if arrays {
+        ("[", "]")
+    } else {
+        (r#"{"k": "#, "}")
+    };
+    format!(
+        r#"{{"d": {}1{}}}"#,
+        open.repeat(depth - 1),
+        close.repeat(depth - 1)
+    )
+}
+
+#[tokio::test]
+async fn data_nested_to_the_limit_runs_and_one_level_more_is_rejected_before_running() {
+    let count_levels = "depth, x = 1, data['d']
+while isinstance(x, (list, dict)):
+    depth, x = depth + 1, (x[0] if isinstance(x, list) else x['k'])
+result = depth";
+    for arrays in [true, false] {
+        let outcome = run_with(count_levels, &nested_data(MAX_DATA_DEPTH, arrays)).await;
+        assert_eq!(result(&outcome), json!(MAX_DATA_DEPTH), "arrays: {arrays}");
+        let data = RawValue::from_string(nested_data(MAX_DATA_DEPTH + 1, arrays)).unwrap();
+        let rejected = sandbox()
+            .execute(Execution {
+                data: Some(data),
+                ..execution(count_levels)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            rejected,
+            Rejected::DataTooDeep {
+                limit: MAX_DATA_DEPTH
+            }
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! executions and the queue. One `Sandbox` serves the whole binary; the compiled module is
 //! cached in the target directory so test binaries do not recompile it.
 
+mod asyncio;
+mod constants;
 mod guest;
 mod limits;
 mod pooling;

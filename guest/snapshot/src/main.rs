@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rand::{SeedableRng, rngs::StdRng};
-use wasmtime::{Config, Engine, Linker, Store};
+use wasmtime::{Caller, Config, Engine, Linker, Store};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtxBuilder,
     p1::{self, WasiP1Ctx},
@@ -57,22 +57,20 @@ async fn main() -> anyhow::Result<()> {
 
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
     p1::add_to_linker_async(&mut linker, |wasi| wasi)?;
-    // The request/reply imports are the host's; initialisation must not call them.
-    linker.func_wrap("pyexec", "request_len", || -> wasmtime::Result<u32> {
-        wasmtime::bail!("pyexec.request_len called during pre-initialisation")
-    })?;
-    linker.func_wrap(
-        "pyexec",
-        "request_read",
-        |_: u32, _: u32| -> wasmtime::Result<()> {
-            wasmtime::bail!("pyexec.request_read called during pre-initialisation")
-        },
-    )?;
+    // The reply import is the host's: initialisation replies only when it panics, and then the
+    // reply carries the panic's text.
     linker.func_wrap(
         "pyexec",
         "reply",
-        |_: u32, _: u32| -> wasmtime::Result<()> {
-            wasmtime::bail!("pyexec.reply called during pre-initialisation")
+        |mut caller: Caller<'_, WasiP1Ctx>, ptr: u32, len: u32| -> wasmtime::Result<()> {
+            let mut reply = vec![0; len as usize];
+            if let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) {
+                memory.read(&caller, ptr as usize, &mut reply)?;
+            }
+            wasmtime::bail!(
+                "the guest replied during pre-initialisation: {}",
+                String::from_utf8_lossy(&reply)
+            )
         },
     )?;
 

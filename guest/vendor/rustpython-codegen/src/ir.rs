@@ -4744,22 +4744,15 @@ fn const_folding_safe_power(left: &ConstantData, right: &ConstantData) -> Option
     match (left, right) {
         (ConstantData::Integer { value: l }, ConstantData::Integer { value: r }) => {
             if r < &BigInt::from(0) {
-                if l.is_zero() {
-                    return None;
-                }
-                let base = l.to_f64()?;
-                if !base.is_finite() {
-                    return None;
-                }
-                let result = if let Some(exp) = r.to_i32() {
-                    base.powi(exp)
-                } else {
-                    base.powf(r.to_f64()?)
-                };
-                if !result.is_finite() {
-                    return None;
-                }
-                return Some(ConstantData::Float { value: result });
+                // int ** negative int is float ** float at run time; fold it the same way.
+                return const_folding_safe_power(
+                    &ConstantData::Float {
+                        value: exact_float(l)?,
+                    },
+                    &ConstantData::Float {
+                        value: exact_float(r)?,
+                    },
+                );
             }
             let exp: u64 = r.try_into().ok()?;
             let exp_usize = usize::try_from(exp).ok()?;
@@ -4771,6 +4764,9 @@ fn const_folding_safe_power(left: &ConstantData, right: &ConstantData) -> Option
             })
         }
         (ConstantData::Float { value: l }, ConstantData::Float { value: r }) => {
+            // Where C's pow is finite, the run time's `float_pow` agrees with it (its special
+            // cases are C99's); a zero base with a negative exponent, an overflow and a
+            // negative base with a fractional exponent are not finite here and stay unfolded.
             let result = l.powf(*r);
             result
                 .is_finite()
@@ -4823,27 +4819,32 @@ fn const_folding_safe_mod(left: &ConstantData, right: &ConstantData) -> Option<C
     }
 }
 
+/// floatobject.c `_float_div_mod`: the remainder takes the divisor's sign (a zero one too), the
+/// quotient is snapped to the integer the division approximates, and a zero quotient takes the
+/// sign of the true quotient.
 fn float_div_mod(left: f64, right: f64) -> Option<(f64, f64)> {
     if right == 0.0 {
         return None;
     }
 
     let mut modulo = left % right;
-    let div = (left - modulo) / right;
-    let floordiv = if modulo != 0.0 {
-        let div = if (right < 0.0) != (modulo < 0.0) {
+    let mut div = (left - modulo) / right;
+    if modulo != 0.0 {
+        if (right < 0.0) != (modulo < 0.0) {
             modulo += right;
-            div - 1.0
-        } else {
-            div
-        };
-        let mut floordiv = div.floor();
-        if div - floordiv > 0.5 {
-            floordiv += 1.0;
+            div -= 1.0;
         }
-        floordiv
     } else {
         modulo = 0.0f64.copysign(right);
+    }
+    let floordiv = if div != 0.0 {
+        let floordiv = div.floor();
+        if div - floordiv > 0.5 {
+            floordiv + 1.0
+        } else {
+            floordiv
+        }
+    } else {
         0.0f64.copysign(left / right)
     };
 
@@ -5099,6 +5100,16 @@ fn constant_as_int(value: &ConstantData) -> Option<(BigInt, bool)> {
     }
 }
 
+/// An int constant as a float when the conversion is exact (below 2**53 in magnitude). Larger
+/// ints are rounded at run time, where the conversion and its OverflowError live, so folding
+/// them here could only disagree with it.
+fn exact_float(value: &BigInt) -> Option<f64> {
+    const EXACT_BITS: u64 = f64::MANTISSA_DIGITS as u64;
+    (value.bits() <= EXACT_BITS)
+        .then(|| value.to_f64())
+        .flatten()
+}
+
 /// flowgraph.c eval_const_binop
 fn eval_const_binop(
     left: &ConstantData,
@@ -5155,13 +5166,11 @@ fn eval_const_binop(
                     if r.is_zero() {
                         return None;
                     }
-                    let l_f = l.to_f64()?;
-                    let r_f = r.to_f64()?;
-                    let result = l_f / r_f;
-                    if !result.is_finite() {
-                        return None;
-                    }
-                    return Some(ConstantData::Float { value: result });
+                    // Below 2**53 both are exact doubles and one IEEE division is the correctly
+                    // rounded, signed quotient, as at run time; bigger ones are left to run time.
+                    return Some(ConstantData::Float {
+                        value: exact_float(l)? / exact_float(r)?,
+                    });
                 }
                 BinOp::FloorDivide => {
                     if r.is_zero() {
@@ -5214,27 +5223,25 @@ fn eval_const_binop(
             Some(ConstantData::Float { value: result })
         }
         // Int op Float or Float op Int → Float
-        (ConstantData::Integer { value: l }, ConstantData::Float { value: r }) => {
-            let l_f = l.to_f64()?;
-            eval_const_binop(
-                &ConstantData::Float { value: l_f },
-                &ConstantData::Float { value: *r },
-                op,
-            )
-        }
-        (ConstantData::Float { value: l }, ConstantData::Integer { value: r }) => {
-            let r_f = r.to_f64()?;
-            eval_const_binop(
-                &ConstantData::Float { value: *l },
-                &ConstantData::Float { value: r_f },
-                op,
-            )
-        }
+        (ConstantData::Integer { value: l }, ConstantData::Float { value: r }) => eval_const_binop(
+            &ConstantData::Float {
+                value: exact_float(l)?,
+            },
+            &ConstantData::Float { value: *r },
+            op,
+        ),
+        (ConstantData::Float { value: l }, ConstantData::Integer { value: r }) => eval_const_binop(
+            &ConstantData::Float { value: *l },
+            &ConstantData::Float {
+                value: exact_float(r)?,
+            },
+            op,
+        ),
         (ConstantData::Integer { value: l }, ConstantData::Complex { value: r }) => {
-            eval_const_complex_binop(Complex::new(l.to_f64()?, 0.0), *r, op)
+            eval_const_complex_binop(Complex::new(exact_float(l)?, 0.0), *r, op)
         }
         (ConstantData::Complex { value: l }, ConstantData::Integer { value: r }) => {
-            eval_const_complex_binop(*l, Complex::new(r.to_f64()?, 0.0), op)
+            eval_const_complex_binop(*l, Complex::new(exact_float(r)?, 0.0), op)
         }
         (ConstantData::Float { value: l }, ConstantData::Complex { value: r }) => {
             eval_const_complex_binop(Complex::new(*l, 0.0), *r, op)

@@ -1790,10 +1790,14 @@ fn set_inner_number_op<F>(a: &PyObject, b: &PyObject, f: F, vm: &VirtualMachine)
 where
     F: FnOnce(PySetInner, ArgIterable) -> PyResult<PySetInner>,
 {
-    let a = PySetInner::from_iter(
-        ArgIterable::try_from_object(vm, a.to_owned())?.iter(vm)?,
-        vm,
-    )?;
+    // `dictviews_to_set`: a keys view of an exact dict is made a set from the dict itself,
+    // anything else by `PySet_New`, whose path (merge, presize, add) decides the set's order.
+    let a = match a.downcast_ref::<PyDictKeys>() {
+        Some(keys) if keys.dict().class().is(vm.ctx.types.dict_type) => {
+            PySetInner::from_object(keys.dict().as_object(), vm)?
+        }
+        _ => PySetInner::from_object(a, vm)?,
+    };
     let b = ArgIterable::try_from_object(vm, b.to_owned())?;
     Ok(PySet { inner: f(a, b)? }.into_pyobject(vm))
 }

@@ -127,11 +127,11 @@ macro_rules! impl_try_from_object_float {
 impl_try_from_object_float!(f32, f64);
 
 fn inner_div(v1: f64, v2: f64, vm: &VirtualMachine) -> PyResult<f64> {
-    float_ops::div(v1, v2).ok_or_else(|| vm.new_zero_division_error("division by zero"))
+    float_ops::div(v1, v2).ok_or_else(|| vm.new_zero_division_error("float division by zero"))
 }
 
 fn inner_mod(v1: f64, v2: f64, vm: &VirtualMachine) -> PyResult<f64> {
-    float_ops::mod_(v1, v2).ok_or_else(|| vm.new_zero_division_error("division by zero"))
+    float_ops::mod_(v1, v2).ok_or_else(|| vm.new_zero_division_error("float modulo"))
 }
 
 pub fn try_to_bigint(value: f64, vm: &VirtualMachine) -> PyResult<BigInt> {
@@ -154,28 +154,68 @@ pub fn try_to_bigint(value: f64, vm: &VirtualMachine) -> PyResult<BigInt> {
 }
 
 fn inner_floordiv(v1: f64, v2: f64, vm: &VirtualMachine) -> PyResult<f64> {
-    float_ops::floordiv(v1, v2).ok_or_else(|| vm.new_zero_division_error("division by zero"))
+    float_ops::floordiv(v1, v2)
+        .ok_or_else(|| vm.new_zero_division_error("float floor division by zero"))
 }
 
 fn inner_divmod(v1: f64, v2: f64, vm: &VirtualMachine) -> PyResult<(f64, f64)> {
-    float_ops::divmod(v1, v2).ok_or_else(|| vm.new_zero_division_error("division by zero"))
+    float_ops::divmod(v1, v2).ok_or_else(|| vm.new_zero_division_error("float divmod()"))
 }
 
+/// `v1 ** v2` as CPython's `float_pow`: the special cases of C99's `pow` decided here rather
+/// than by the platform's libm, a negative base with a fractional exponent going complex, and
+/// the platform `pow` only for a positive finite base other than 1 and a finite exponent.
 pub(crate) fn float_pow(v1: f64, v2: f64, vm: &VirtualMachine) -> PyResult {
-    if v1.is_zero() && v2.is_sign_negative() {
-        Err(vm.new_zero_division_error("zero to a negative power"))
-    } else if v1.is_sign_negative() && (v2.floor() - v2).abs() > f64::EPSILON {
+    let is_odd_integer = |value: f64| value.abs() % 2.0 == 1.0;
+    let result = if v2 == 0.0 {
+        1.0
+    } else if v1.is_nan() {
+        v1
+    } else if v2.is_nan() {
+        if v1 == 1.0 { 1.0 } else { v2 }
+    } else if v2.is_infinite() {
+        let base = v1.abs();
+        if base == 1.0 {
+            1.0
+        } else if (v2 > 0.0) == (base > 1.0) {
+            v2.abs()
+        } else {
+            0.0
+        }
+    } else if v1.is_infinite() {
+        match (v2 > 0.0, is_odd_integer(v2)) {
+            (true, true) => v1,
+            (true, false) => v1.abs(),
+            (false, true) => 0.0_f64.copysign(v1),
+            (false, false) => 0.0,
+        }
+    } else if v1 == 0.0 {
+        if v2 < 0.0 {
+            return Err(vm.new_zero_division_error("0.0 cannot be raised to a negative power"));
+        }
+        if is_odd_integer(v2) { v1 } else { 0.0 }
+    } else if v1 < 0.0 && v2 != v2.floor() {
         let v1 = Complex64::new(v1, 0.);
         let v2 = Complex64::new(v2, 0.);
-        Ok(super::complex::complex_pow(v1, v2, vm)?.to_pyobject(vm))
+        return Ok(super::complex::complex_pow(v1, v2, vm)?.to_pyobject(vm));
     } else {
-        let ans = v1.powf(v2);
-        if ans.is_infinite() && !(v1.is_infinite() || v2.is_infinite()) {
-            Err(vm.new_overflow_error("math range error"))
-        } else {
-            Ok(ans.to_pyobject(vm))
+        // A negative base has an integral exponent here: the sign comes from its parity.
+        let negate = v1 < 0.0 && is_odd_integer(v2);
+        let base = v1.abs();
+        let magnitude = if base == 1.0 { 1.0 } else { base.powf(v2) };
+        if magnitude.is_infinite() {
+            // C's pow reports ERANGE, which CPython raises with errno's arguments.
+            return Err(vm.new_exception(
+                vm.ctx.exceptions.overflow_error.to_owned(),
+                vec![
+                    vm.ctx.new_int(34).into(),
+                    vm.ctx.new_str("Numerical result out of range").into(),
+                ],
+            ));
         }
-    }
+        if negate { -magnitude } else { magnitude }
+    };
+    Ok(result.to_pyobject(vm))
 }
 
 #[derive(FromArgs)]

@@ -5,12 +5,7 @@ use crate::{
     builtins::PyUtf8StrRef,
     byte::bytes_from_object,
     class::{PyClassDef, PyClassImpl},
-    common::{
-        format::FormatSpec,
-        hash,
-        int::{bigint_to_finite_float, bytes_to_int, true_div},
-        wtf8::Wtf8Buf,
-    },
+    common::{format::FormatSpec, hash, int::bytes_to_int, wtf8::Wtf8Buf},
     convert::{IntoPyException, ToPyObject, ToPyResult},
     function::{
         ArgByteOrder, ArgIntoBool, FuncArgs, OptionalArg, PyArithmeticValue, PyComparisonValue,
@@ -23,7 +18,7 @@ use alloc::fmt;
 use core::cell::Cell;
 use core::ops::{Neg, Not};
 use core::ptr::NonNull;
-use malachite_bigint::{BigInt, Sign};
+use malachite_bigint::{BigInt, BigUint, Sign};
 use num_integer::{ExtendedGcd, Integer};
 use num_traits::{One, Pow, PrimInt, Signed, ToPrimitive, Zero};
 
@@ -183,7 +178,7 @@ fn inner_pow(int1: &BigInt, int2: &BigInt, vm: &VirtualMachine) -> PyResult {
 
 fn inner_mod(int1: &BigInt, int2: &BigInt, vm: &VirtualMachine) -> PyResult {
     if int2.is_zero() {
-        Err(vm.new_zero_division_error("division by zero"))
+        Err(vm.new_zero_division_error("integer modulo by zero"))
     } else {
         Ok(vm.ctx.new_int(int1.mod_floor(int2)).into())
     }
@@ -191,7 +186,7 @@ fn inner_mod(int1: &BigInt, int2: &BigInt, vm: &VirtualMachine) -> PyResult {
 
 fn inner_floordiv(int1: &BigInt, int2: &BigInt, vm: &VirtualMachine) -> PyResult {
     if int2.is_zero() {
-        Err(vm.new_zero_division_error("division by zero"))
+        Err(vm.new_zero_division_error("integer division or modulo by zero"))
     } else {
         Ok(vm.ctx.new_int(int1.div_floor(int2)).into())
     }
@@ -199,7 +194,7 @@ fn inner_floordiv(int1: &BigInt, int2: &BigInt, vm: &VirtualMachine) -> PyResult
 
 fn inner_divmod(int1: &BigInt, int2: &BigInt, vm: &VirtualMachine) -> PyResult {
     if int2.is_zero() {
-        return Err(vm.new_zero_division_error("division by zero"));
+        return Err(vm.new_zero_division_error("integer division or modulo by zero"));
     }
     let (div, modulo) = int1.div_mod_floor(int2);
     Ok(vm.new_tuple((div, modulo)).into())
@@ -278,13 +273,88 @@ fn inner_truediv(i1: &BigInt, i2: &BigInt, vm: &VirtualMachine) -> PyResult {
     if i2.is_zero() {
         return Err(vm.new_zero_division_error("division by zero"));
     }
+    let quotient = true_divide(i1, i2)
+        .ok_or_else(|| vm.new_overflow_error("integer division result too large for a float"))?;
+    Ok(vm.ctx.new_float(quotient).into())
+}
 
-    let float = true_div(i1, i2);
-
-    if float.is_infinite() {
-        Err(vm.new_overflow_error("integer division result too large for a float"))
+/// `numerator / denominator` as CPython's `long_true_divide` computes it: correctly rounded
+/// (half to even, subnormals included), a zero quotient signed like the true quotient (`0 / -3`
+/// is `-0.0`), and `None` when the rounded magnitude reaches 2**1024. `denominator` is not zero.
+pub(crate) fn true_divide(numerator: &BigInt, denominator: &BigInt) -> Option<f64> {
+    let magnitude = true_divide_magnitudes(numerator.magnitude(), denominator.magnitude())?;
+    Some(if numerator.is_negative() != denominator.is_negative() {
+        -magnitude
     } else {
-        Ok(vm.ctx.new_float(float).into())
+        magnitude
+    })
+}
+
+/// `a / b` for `b > 0`, rounded to the nearest double, or `None` if that is 2**1024 or more.
+///
+/// CPython's method: both below 2**53 are exact doubles, and one IEEE division rounds
+/// correctly. Otherwise compute `x = floor(a / b / 2**shift)` with two or three bits beyond
+/// the 53 the double keeps (fewer kept bits for a subnormal result), round those away half to
+/// even (a nonzero remainder counts as a set bit below them), and scale the exact result.
+fn true_divide_magnitudes(a: &BigUint, b: &BigUint) -> Option<f64> {
+    const MANT_DIG: i64 = f64::MANTISSA_DIGITS as i64;
+    const MAX_EXP: i64 = f64::MAX_EXP as i64;
+    const MIN_EXP: i64 = f64::MIN_EXP as i64;
+
+    let (a_bits, b_bits) = (a.bits(), b.bits());
+    if a_bits == 0 {
+        return Some(0.0);
+    }
+    if a_bits <= MANT_DIG as u64 && b_bits <= MANT_DIG as u64 {
+        // Both convert exactly (below 2**53), so the division rounds once.
+        return Some(a.to_u64()? as f64 / b.to_u64()? as f64);
+    }
+    // 2**(diff - 1) < a / b < 2**(diff + 1); bit lengths fit in i64 for any int in memory.
+    let diff = i64::try_from(a_bits).ok()? - i64::try_from(b_bits).ok()?;
+    if diff > MAX_EXP {
+        return None;
+    }
+    if diff < MIN_EXP - MANT_DIG - 1 {
+        return Some(0.0);
+    }
+    let shift = diff.max(MIN_EXP) - MANT_DIG - 2;
+    let (scaled, shifted_out_nonzero) = if shift <= 0 {
+        (a << shift.unsigned_abs(), false)
+    } else {
+        let shift = shift.unsigned_abs();
+        (
+            a >> shift,
+            a.trailing_zeros().is_some_and(|zeros| zeros < shift),
+        )
+    };
+    let (quotient, remainder) = scaled.div_rem(b);
+    let inexact = shifted_out_nonzero || !remainder.is_zero();
+    // 2**54 <= quotient < 2**56 by the choice of shift (smaller only for subnormal results).
+    let mut x = quotient.to_u64()?;
+    let x_bits = i64::from(u64::BITS - x.leading_zeros());
+    let extra_bits = x_bits.max(MIN_EXP - shift) - MANT_DIG;
+    let half = 1u64 << (extra_bits - 1);
+    let low = x | u64::from(inexact);
+    if low & half != 0 && low & (3 * half - 1) != 0 {
+        x += half;
+    }
+    x &= !(2 * half - 1);
+    if shift + x_bits > MAX_EXP || (shift + x_bits == MAX_EXP && x == 1 << x_bits) {
+        return None;
+    }
+    // `x` has at most 53 significant bits left, so both the conversion and the scaling are exact.
+    Some(scale_by_power_of_two(x as f64, shift))
+}
+
+/// `value * 2**exponent` for `exponent` in -1100..=1023, exact whenever the product is a double.
+fn scale_by_power_of_two(value: f64, exponent: i64) -> f64 {
+    const MIN_NORMAL_EXPONENT: i64 = f64::MIN_EXP as i64 - 1;
+    let power = |exponent: i64| f64::from_bits(((exponent + 1023) as u64) << 52);
+    if exponent < MIN_NORMAL_EXPONENT {
+        // 2**exponent is not a normal double: scale in two steps, the first one exact.
+        value * power(exponent + 100) * power(-100)
+    } else {
+        value * power(exponent)
     }
 }
 
@@ -925,8 +995,10 @@ pub(crate) fn get_value(obj: &PyObject) -> &BigInt {
     obj.downcast_ref::<PyInt>().unwrap().as_bigint()
 }
 
+/// The int rounded to the nearest double, as CPython's `PyLong_AsDouble` (half to even;
+/// OverflowError when that is 2**1024 or more).
 pub fn try_to_float(int: &BigInt, vm: &VirtualMachine) -> PyResult<f64> {
-    bigint_to_finite_float(int)
+    true_divide(int, &BigInt::one())
         .ok_or_else(|| vm.new_overflow_error("int too large to convert to float"))
 }
 

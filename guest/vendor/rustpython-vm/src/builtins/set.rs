@@ -17,13 +17,13 @@ use crate::{
         wtf8::Wtf8Buf,
     },
     convert::ToPyResult,
-    dict_inner::{self, DictSize},
     function::{
         ArgIterable, FuncArgs, NameOthers, OptionalArg, PosArgs, PyArithmeticValue,
         PyComparisonValue,
     },
     protocol::{PyIterReturn, PyNumberMethods, PySequenceMethods},
     recursion::ReprGuard,
+    set_inner::{SetChanged, SetTable},
     types::AsNumber,
     types::{
         AsSequence, Comparable, Constructor, DefaultConstructor, Hashable, Initializer, IterNext,
@@ -37,8 +37,6 @@ use rustpython_common::{
     atomic::{Ordering, PyAtomic, Radium},
     hash,
 };
-
-pub(crate) type SetContentType = dict_inner::Dict<()>;
 
 #[pyclass(module = false, name = "set", unhashable = true, traverse)]
 #[derive(Default)]
@@ -55,30 +53,6 @@ impl PySet {
     #[must_use]
     pub fn elements(&self) -> Vec<PyObjectRef> {
         self.inner.elements()
-    }
-
-    fn fold_op(
-        &self,
-        others: impl core::iter::Iterator<Item = ArgIterable>,
-        op: fn(&PySetInner, ArgIterable, &VirtualMachine) -> PyResult<PySetInner>,
-        vm: &VirtualMachine,
-    ) -> PyResult<Self> {
-        Ok(Self {
-            inner: self.inner.fold_op(others, op, vm)?,
-        })
-    }
-
-    fn op(
-        &self,
-        other: AnySet,
-        op: fn(&PySetInner, ArgIterable, &VirtualMachine) -> PyResult<PySetInner>,
-        vm: &VirtualMachine,
-    ) -> PyResult<Self> {
-        Ok(Self {
-            inner: self
-                .inner
-                .fold_op(core::iter::once(other.into_iterable(vm)?), op, vm)?,
-        })
     }
 }
 
@@ -114,34 +88,19 @@ impl PyFrozenSet {
         })
     }
 
+    /// A frozenset constant of compiled code, from its elements in source order. CPython's
+    /// compiler builds `frozenset(elements)`, then `merge_consts_recursive` rebuilds it from
+    /// that set's iteration order, which can move colliding elements: this does both.
+    pub(crate) fn from_constant_elements(
+        vm: &VirtualMachine,
+        elements: impl IntoIterator<Item = PyObjectRef>,
+    ) -> PyResult<Self> {
+        let folded = Self::from_iter(vm, elements)?;
+        Self::from_iter(vm, folded.elements())
+    }
+
     pub fn elements(&self) -> Vec<PyObjectRef> {
         self.inner.elements()
-    }
-
-    fn fold_op(
-        &self,
-        others: impl core::iter::Iterator<Item = ArgIterable>,
-        op: fn(&PySetInner, ArgIterable, &VirtualMachine) -> PyResult<PySetInner>,
-        vm: &VirtualMachine,
-    ) -> PyResult<Self> {
-        Ok(Self {
-            inner: self.inner.fold_op(others, op, vm)?,
-            ..Default::default()
-        })
-    }
-
-    fn op(
-        &self,
-        other: AnySet,
-        op: fn(&PySetInner, ArgIterable, &VirtualMachine) -> PyResult<PySetInner>,
-        vm: &VirtualMachine,
-    ) -> PyResult<Self> {
-        Ok(Self {
-            inner: self
-                .inner
-                .fold_op(core::iter::once(other.into_iterable(vm)?), op, vm)?,
-            ..Default::default()
-        })
     }
 }
 
@@ -176,7 +135,7 @@ impl PyPayload for PyFrozenSet {
 
 #[derive(Default, Clone)]
 pub(super) struct PySetInner {
-    content: PyRc<SetContentType>,
+    content: PyRc<SetTable>,
 }
 
 unsafe impl crate::object::Traverse for PySetInner {
@@ -186,52 +145,28 @@ unsafe impl crate::object::Traverse for PySetInner {
     }
 }
 
+// The operations below follow CPython 3.11's `Objects/setobject.c` function by function (named
+// in each doc comment): which set is walked, which is probed, and which fast path is taken all
+// decide the layout of the result, and so its iteration order.
 impl PySetInner {
-    pub(super) fn from_iter<T>(iter: T, vm: &VirtualMachine) -> PyResult<Self>
-    where
-        T: IntoIterator<Item = PyResult<PyObjectRef>>,
-    {
-        let set = Self::default();
-        for item in iter {
-            let item = item?;
-            set.add(&item, vm)?;
-        }
-        Ok(set)
-    }
-
-    /// Build a set from an arbitrary object, reusing stored hashes when the
-    /// source is a set/frozenset/dict.
-    fn from_object(iterable: PyObjectRef, vm: &VirtualMachine) -> PyResult<Self> {
+    /// `make_new_set`: a set updated from an arbitrary iterable.
+    pub(super) fn from_object(iterable: &PyObject, vm: &VirtualMachine) -> PyResult<Self> {
         let set = Self::default();
         set.update_internal(iterable, vm)?;
         Ok(set)
     }
 
-    /// Elements of `obj` with their stored hashes, or `None` if `obj` keeps
-    /// none and must be iterated generically. Mirrors the `PyAnySet_Check` /
-    /// `PyDict_CheckExact` fast paths in CPython's `set_update_internal`.
-    fn cached_hashes(obj: &PyObject, vm: &VirtualMachine) -> Option<Vec<(PyObjectRef, PyHash)>> {
-        if let Some(set) = extract_set(obj) {
-            Some(set.content.keys_with_hashes())
-        } else {
-            obj.downcast_ref_if_exact::<PyDict>(vm)
-                .map(|dict| dict._as_dict_inner().keys_with_hashes())
-        }
+    /// Whether `other` is this very set.
+    fn is(&self, other: &Self) -> bool {
+        PyRc::ptr_eq(&self.content, &other.content)
     }
 
-    fn fold_op<O>(
-        &self,
-        others: impl core::iter::Iterator<Item = O>,
-        op: fn(&Self, O, &VirtualMachine) -> PyResult<Self>,
-        vm: &VirtualMachine,
-    ) -> PyResult<Self> {
-        let mut res = self.copy();
-        for other in others {
-            res = op(&res, other, vm)?;
-        }
-        Ok(res)
+    /// Whether `other` is this very set.
+    fn is_object(&self, other: &PyObject) -> bool {
+        extract_set(other).is_some_and(|set| set.is(self))
     }
 
+    /// `set_intersection_multi`.
     fn intersection_multi(
         &self,
         mut others: impl core::iter::Iterator<Item = ArgIterable>,
@@ -247,6 +182,7 @@ impl PySetInner {
         Ok(result)
     }
 
+    /// `set_difference_multi`.
     fn difference_multi(
         &self,
         mut others: impl core::iter::Iterator<Item = ArgIterable>,
@@ -268,6 +204,7 @@ impl PySetInner {
         self.content.sizeof()
     }
 
+    /// `set_copy`: a new set updated from this one, which may lay it out anew.
     fn copy(&self) -> Self {
         Self {
             content: PyRc::new((*self.content).clone()),
@@ -275,19 +212,10 @@ impl PySetInner {
     }
 
     fn contains(&self, needle: &PyObject, vm: &VirtualMachine) -> PyResult<bool> {
-        let result = self
-            .retry_op_with_frozenset(needle, vm, |needle, vm| self.content.contains(vm, needle));
+        let result = self.retry_op_with_frozenset(needle, vm, |needle, vm| {
+            self.content.contains(needle, needle.hash(vm)?, vm)
+        });
         Self::wrap_unhashable_error(result, needle, vm)
-    }
-
-    /// Look up a key whose hash is already known, without a frozenset retry.
-    fn contains_known_hash(
-        &self,
-        needle: &PyObject,
-        hash: PyHash,
-        vm: &VirtualMachine,
-    ) -> PyResult<bool> {
-        self.content.contains_known_hash(vm, needle, hash)
     }
 
     fn compare(&self, other: &Self, op: PyComparisonOp, vm: &VirtualMachine) -> PyResult<bool> {
@@ -303,73 +231,79 @@ impl PySetInner {
             _ => (self, other),
         };
 
-        for (key, hash) in subset.content.keys_with_hashes() {
-            if !superset.contains_known_hash(&key, hash, vm)? {
+        for (key, hash) in subset.content.entries() {
+            if !superset.content.contains(&key, hash, vm)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    pub(super) fn union(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
-        let set = self.clone();
-        if let Some(elements) = Self::cached_hashes(other.as_object(), vm) {
-            for (item, hash) in elements {
-                set.add_known_hash(&item, hash, vm)?;
+    /// `set_union` / `set_or`: a copy of this set updated from each of `others` but itself.
+    fn union_multi(
+        &self,
+        others: impl core::iter::Iterator<Item = ArgIterable>,
+        vm: &VirtualMachine,
+    ) -> PyResult<Self> {
+        let result = self.copy();
+        for other in others {
+            if !self.is_object(other.as_object()) {
+                result.update_internal(other.as_object(), vm)?;
             }
-            return Ok(set);
         }
-        for item in other.iter(vm)? {
-            let item = item?;
-            set.add(&item, vm)?;
-        }
-
-        Ok(set)
+        Ok(result)
     }
 
+    /// This private working set updated from `other`, for the dict views' `|`.
+    pub(super) fn union(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
+        self.update_internal(other.as_object(), vm)?;
+        Ok(self.clone())
+    }
+
+    /// `set_intersection`.
     pub(super) fn intersection(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
         if let Some(other_set) = extract_set(other.as_object()) {
             return self.intersection_set(other_set, vm);
         }
-        let set = Self::default();
+        let result = Self::default();
         for item in other.iter(vm)? {
-            let obj = item?;
-            let hash = obj.hash(vm)?;
-            if self.contains_known_hash(&obj, hash, vm)? {
-                set.add_known_hash(&obj, hash, vm)?;
-                if set.len() >= self.len() {
+            let key = item?;
+            let hash = key.hash(vm)?;
+            if self.content.contains(&key, hash, vm)? {
+                result.content.add(&key, hash, vm)?;
+                if result.len() >= self.len() {
                     break;
                 }
             }
         }
-        Ok(set)
+        Ok(result)
     }
 
+    /// `set_intersection` with a set: walks the smaller one, probes the larger.
     fn intersection_set(&self, other: &Self, vm: &VirtualMachine) -> PyResult<Self> {
-        if PyRc::ptr_eq(&self.content, &other.content) {
+        if self.is(other) {
             return Ok(self.copy());
         }
-        let (target, source) = if self.len() < other.len() {
+        let (probed, walked) = if other.len() > self.len() {
             (other, self)
         } else {
             (self, other)
         };
-        let set = Self::default();
-        for (obj, hash) in source.content.keys_with_hashes() {
-            if target.contains_known_hash(&obj, hash, vm)? {
-                set.add_known_hash(&obj, hash, vm)?;
+        let result = Self::default();
+        for (key, hash) in walked.content.entries() {
+            if probed.content.contains(&key, hash, vm)? {
+                result.content.add(&key, hash, vm)?;
             }
         }
-        Ok(set)
+        Ok(result)
     }
 
+    /// `set_difference`.
     fn difference_new(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
-        // Scanning the left side avoids visiting and retaining a much larger
-        // exclusion collection. Match CPython's comparison direction as well.
         if let Some(other_set) = extract_set(other.as_object()) {
             if self.len() >> 2 <= other_set.len() {
                 return self
-                    .difference_by(|key, hash| other_set.contains_known_hash(key, hash, vm), vm);
+                    .difference_by(|key, hash| other_set.content.contains(key, hash, vm), vm);
             }
         } else if let Some(dict) = other.as_object().downcast_ref_if_exact::<PyDict>(vm)
             && self.len() >> 2 <= dict._as_dict_inner().len()
@@ -379,56 +313,54 @@ impl PySetInner {
                 vm,
             );
         }
-        self.copy().difference(other, vm)
+        // `other` is no set or dict, or much smaller than this set: copy this set and remove
+        // what `other` holds.
+        self.copy_and_difference(other, vm)
     }
 
-    // The dict-view caller supplies a private working table.
-    pub(super) fn difference(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
-        self.difference_update(core::iter::once(other), vm)?;
-        Ok(self.clone())
-    }
-
+    /// A new set of this set's elements, walked in slot order, that `contains` rejects.
     fn difference_by(
         &self,
         contains: impl Fn(&PyObject, PyHash) -> PyResult<bool>,
         vm: &VirtualMachine,
     ) -> PyResult<Self> {
         let result = Self::default();
-        for (key, hash) in self.content.keys_with_hashes() {
+        for (key, hash) in self.content.entries() {
             if !contains(&key, hash)? {
-                result.add_known_hash(&key, hash, vm)?;
+                result.content.add(&key, hash, vm)?;
             }
         }
         Ok(result)
     }
 
+    /// `set_copy_and_difference`.
+    fn copy_and_difference(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
+        let result = self.copy();
+        result.difference_update_internal(other, vm)?;
+        Ok(result)
+    }
+
+    /// This private working set with `other`'s elements removed, for the dict views' `-`.
+    pub(super) fn difference(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<Self> {
+        self.difference_update_internal(other, vm)?;
+        Ok(self.clone())
+    }
+
+    /// `set_symmetric_difference`: a set built from `other`, with this set's elements toggled.
+    fn symmetric_difference_new(&self, other: &PyObject, vm: &VirtualMachine) -> PyResult<Self> {
+        let result = Self::from_object(other, vm)?;
+        result.toggle(self.content.entries(), vm)?;
+        Ok(result)
+    }
+
+    /// This private working set with `other`'s elements toggled, for the dict views' `^`.
     pub(super) fn symmetric_difference(
         &self,
         other: ArgIterable,
         vm: &VirtualMachine,
     ) -> PyResult<Self> {
-        let new_inner = self.clone();
-
-        if let Some(elements) = Self::cached_hashes(other.as_object(), vm) {
-            // the source is already duplicate-free
-            for (item, hash) in elements {
-                new_inner
-                    .content
-                    .delete_or_insert_known_hash(vm, &item, hash, ())?;
-            }
-            return Ok(new_inner);
-        }
-
-        // We want to remove duplicates in other
-        let other_set = Self::from_iter(other.iter(vm)?, vm)?;
-
-        for (item, hash) in other_set.content.keys_with_hashes() {
-            new_inner
-                .content
-                .delete_or_insert_known_hash(vm, &item, hash, ())?;
-        }
-
-        Ok(new_inner)
+        self.symmetric_difference_update_internal(other.as_object(), vm)?;
+        Ok(self.clone())
     }
 
     fn issuperset(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<bool> {
@@ -452,7 +384,7 @@ impl PySetInner {
 
     pub(super) fn isdisjoint(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<bool> {
         if let Some(other_set) = extract_set(other.as_object()) {
-            if core::ptr::eq(self, other_set) {
+            if self.is(other_set) {
                 return Ok(self.len() == 0);
             }
             let other_type = other.as_object().class();
@@ -462,8 +394,8 @@ impl PySetInner {
                 } else {
                     (self, other_set)
                 };
-                for (key, hash) in source.content.keys_with_hashes() {
-                    if target.contains_known_hash(&key, hash, vm)? {
+                for (key, hash) in source.content.entries() {
+                    if target.content.contains(&key, hash, vm)? {
                         return Ok(false);
                     }
                 }
@@ -490,26 +422,29 @@ impl PySetInner {
         )
     }
 
+    /// `set_add_key`.
     fn add(&self, item: &PyObject, vm: &VirtualMachine) -> PyResult<()> {
-        let result = self.content.insert(vm, item, ());
-        Self::wrap_unhashable_error(result, item, vm)
-    }
-
-    /// [`Self::add`] with a known hash.
-    fn add_known_hash(&self, item: &PyObject, hash: PyHash, vm: &VirtualMachine) -> PyResult<()> {
-        let result = self.content.insert_known_hash(vm, item, hash, ());
+        let result = item
+            .hash(vm)
+            .and_then(|hash| self.content.add(item, hash, vm));
         Self::wrap_unhashable_error(result, item, vm)
     }
 
     fn remove(&self, item: &PyObject, vm: &VirtualMachine) -> PyResult<()> {
-        let result =
-            self.retry_op_with_frozenset(item, vm, |item, vm| self.content.delete(vm, item));
+        let result = self.retry_op_with_frozenset(item, vm, |item, vm| {
+            if self.content.discard(item, item.hash(vm)?, vm)? {
+                Ok(())
+            } else {
+                Err(vm.new_key_error(item.to_owned()))
+            }
+        });
         Self::wrap_unhashable_error(result, item, vm)
     }
 
     fn discard(&self, item: &PyObject, vm: &VirtualMachine) -> PyResult<bool> {
-        let result = self
-            .retry_op_with_frozenset(item, vm, |item, vm| self.content.delete_if_exists(vm, item));
+        let result = self.retry_op_with_frozenset(item, vm, |item, vm| {
+            self.content.discard(item, item.hash(vm)?, vm)
+        });
         Self::wrap_unhashable_error(result, item, vm)
     }
 
@@ -518,58 +453,46 @@ impl PySetInner {
     }
 
     fn elements(&self) -> Vec<PyObjectRef> {
-        self.content.keys()
+        self.content.keys_from(0)
     }
 
+    /// `set_pop`.
     fn pop(&self, vm: &VirtualMachine) -> PyResult {
-        // TODO: should be pop_front, but that requires rearranging every index
-        if let Some((key, _)) = self.content.pop_back() {
-            Ok(key)
-        } else {
+        self.content.pop().ok_or_else(|| {
             let err_msg = vm.ctx.new_str(ascii!("pop from an empty set")).into();
-            Err(vm.new_key_error(err_msg))
-        }
+            vm.new_key_error(err_msg)
+        })
     }
 
-    fn update_internal(&self, iterable: PyObjectRef, vm: &VirtualMachine) -> PyResult<()> {
-        // check AnySet
-        if let Ok(any_set) = AnySet::try_from_object(vm, iterable.to_owned()) {
-            self.merge_set(any_set, vm)
-        // check Dict
-        } else if let Ok(dict) = iterable.to_owned().downcast_exact::<PyDict>(vm) {
-            self.merge_dict(&dict, vm)
-        } else {
-            // add iterable that is not AnySet or Dict
-            for item in iterable.try_into_value::<ArgIterable>(vm)?.iter(vm)? {
-                let item = item?;
-                self.add(&item, vm)?;
+    /// `set_update_internal`.
+    fn update_internal(&self, iterable: &PyObject, vm: &VirtualMachine) -> PyResult<()> {
+        if let Some(set) = extract_set(iterable) {
+            return self.content.merge(&set.content, vm);
+        }
+        if let Some(dict) = iterable.downcast_ref_if_exact::<PyDict>(vm) {
+            let entries = dict._as_dict_inner().keys_with_hashes();
+            self.content.presize(entries.len());
+            for (key, hash) in entries {
+                self.content.add(&key, hash, vm)?;
             }
-            Ok(())
+            return Ok(());
         }
-    }
-
-    fn merge_set(&self, any_set: AnySet, vm: &VirtualMachine) -> PyResult<()> {
-        for (item, hash) in any_set.as_inner().content.keys_with_hashes() {
-            self.add_known_hash(&item, hash, vm)?;
-        }
-        Ok(())
-    }
-
-    fn merge_dict(&self, dict: &Py<PyDict>, vm: &VirtualMachine) -> PyResult<()> {
-        for (key, hash) in dict._as_dict_inner().keys_with_hashes() {
-            self.add_known_hash(&key, hash, vm)?;
+        let iterable = ArgIterable::<PyObjectRef>::try_from_object(vm, iterable.to_owned())?;
+        for item in iterable.iter(vm)? {
+            let item = item?;
+            self.add(&item, vm)?;
         }
         Ok(())
     }
 
+    /// `set_intersection_update_multi`: this set takes over the intersection's layout.
     fn intersection_update(
         &self,
         others: impl core::iter::Iterator<Item = ArgIterable>,
         vm: &VirtualMachine,
     ) -> PyResult<()> {
-        let temp_inner = self.intersection_multi(others, vm)?;
-        let content = PyRc::try_unwrap(temp_inner.content).unwrap_or_else(|table| (*table).clone());
-        self.content.replace_contents(content);
+        let result = self.intersection_multi(others, vm)?;
+        self.content.replace_contents(&result.content);
         Ok(())
     }
 
@@ -578,56 +501,63 @@ impl PySetInner {
         others: impl core::iter::Iterator<Item = ArgIterable>,
         vm: &VirtualMachine,
     ) -> PyResult<()> {
-        for iterable in others {
-            let elements = if let Some(other_set) = extract_set(iterable.as_object()) {
-                if PyRc::ptr_eq(&self.content, &other_set.content) {
-                    self.clear();
-                    continue;
-                }
-                // Build the intersection first: besides bounding the work by
-                // our size, this preserves CPython's equality/error ordering.
-                Some(if other_set.len() >> 3 > self.len() {
-                    self.intersection_set(other_set, vm)?
-                        .content
-                        .keys_with_hashes()
-                } else {
-                    other_set.content.keys_with_hashes()
-                })
-            } else {
-                Self::cached_hashes(iterable.as_object(), vm)
-            };
-            if let Some(elements) = elements {
-                for (item, hash) in elements {
-                    self.content.delete_if_exists_known_hash(vm, &*item, hash)?;
-                }
-                continue;
-            }
-            for item in iterable.iter(vm)? {
-                self.content.delete_if_exists(vm, &*item?)?;
-            }
+        for other in others {
+            self.difference_update_internal(other, vm)?;
         }
         Ok(())
     }
 
-    fn symmetric_difference_update(
+    /// `set_difference_update_internal`.
+    fn difference_update_internal(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<()> {
+        if let Some(other_set) = extract_set(other.as_object()) {
+            if self.is(other_set) {
+                self.clear();
+                return Ok(());
+            }
+            // Much larger than this set: remove only what the two have in common.
+            let removed = if other_set.len() >> 3 > self.len() {
+                self.intersection_set(other_set, vm)?.content.entries()
+            } else {
+                other_set.content.entries()
+            };
+            for (key, hash) in removed {
+                self.content.discard(&key, hash, vm)?;
+            }
+        } else {
+            for item in other.iter(vm)? {
+                let key = item?;
+                self.content.discard(&key, key.hash(vm)?, vm)?;
+            }
+        }
+        self.content.purge_dummies();
+        Ok(())
+    }
+
+    /// `set_symmetric_difference_update`.
+    fn symmetric_difference_update_internal(
         &self,
-        others: impl core::iter::Iterator<Item = ArgIterable>,
+        other: &PyObject,
         vm: &VirtualMachine,
     ) -> PyResult<()> {
-        for iterable in others {
-            if let Some(elements) = Self::cached_hashes(iterable.as_object(), vm) {
-                // the source is already duplicate-free
-                for (item, hash) in elements {
-                    self.content
-                        .delete_or_insert_known_hash(vm, &item, hash, ())?;
-                }
-                continue;
-            }
-            // We want to remove duplicates in iterable
-            let iterable_set = Self::from_iter(iterable.iter(vm)?, vm)?;
-            for (item, hash) in iterable_set.content.keys_with_hashes() {
-                self.content
-                    .delete_or_insert_known_hash(vm, &item, hash, ())?;
+        if self.is_object(other) {
+            self.clear();
+            return Ok(());
+        }
+        let toggled = if let Some(dict) = other.downcast_ref_if_exact::<PyDict>(vm) {
+            dict._as_dict_inner().keys_with_hashes()
+        } else if let Some(other_set) = extract_set(other) {
+            other_set.content.entries()
+        } else {
+            Self::from_object(other, vm)?.content.entries()
+        };
+        self.toggle(toggled, vm)
+    }
+
+    /// Remove each of `entries` that is here and add each that is not.
+    fn toggle(&self, entries: Vec<(PyObjectRef, PyHash)>, vm: &VirtualMachine) -> PyResult<()> {
+        for (key, hash) in entries {
+            if !self.content.discard(&key, hash, vm)? {
+                self.content.add(&key, hash, vm)?;
             }
         }
         Ok(())
@@ -723,7 +653,7 @@ pub(super) fn exact_set_keys_with_hashes(
             obj.downcast_ref_if_exact::<PyFrozenSet>(vm)
                 .map(|frozen| &frozen.inner)
         })?;
-    Some(inner.content.keys_with_hashes())
+    Some(inner.content.entries())
 }
 
 fn reduce_set(zelf: &PyObject, vm: &VirtualMachine) -> (PyTypeRef, PyTupleRef, Option<PyDictRef>) {
@@ -748,11 +678,9 @@ impl PySet {
 
     fn __or__(&self, other: PyObjectRef, vm: &VirtualMachine) -> PyResult<PyArithmeticValue<Self>> {
         if let Ok(other) = AnySet::try_from_object(vm, other) {
-            Ok(PyArithmeticValue::Implemented(self.op(
-                other,
-                PySetInner::union,
-                vm,
-            )?))
+            Ok(PyArithmeticValue::Implemented(Self {
+                inner: self.inner.union_multi(other.into_iterable_iter(vm)?, vm)?,
+            }))
         } else {
             Ok(PyArithmeticValue::NotImplemented)
         }
@@ -808,51 +736,46 @@ impl PySet {
         vm: &VirtualMachine,
     ) -> PyResult<PyArithmeticValue<Self>> {
         if let Ok(other) = AnySet::try_from_object(vm, other) {
-            Ok(PyArithmeticValue::Implemented(self.op(
-                other,
-                PySetInner::symmetric_difference,
-                vm,
-            )?))
+            Ok(PyArithmeticValue::Implemented(Self {
+                inner: self.inner.symmetric_difference_new(&other.object, vm)?,
+            }))
         } else {
             Ok(PyArithmeticValue::NotImplemented)
         }
     }
 
     fn __ior__(zelf: PyRef<Self>, set: AnySet, vm: &VirtualMachine) -> PyResult<PyRef<Self>> {
-        zelf.inner.merge_set(set, vm)?;
+        zelf.inner.update_internal(&set.object, vm)?;
         Ok(zelf)
     }
 
+    /// `set_iand`: even `s &= s` takes over a new table, a copy's.
     fn __iand__(zelf: PyRef<Self>, set: AnySet, vm: &VirtualMachine) -> PyResult<PyRef<Self>> {
-        if !set.is(zelf.as_object()) {
-            zelf.inner
-                .intersection_update(core::iter::once(set.into_iterable(vm)?), vm)?;
-        }
+        zelf.inner
+            .intersection_update(set.into_iterable_iter(vm)?, vm)?;
         Ok(zelf)
     }
 
     fn __isub__(zelf: PyRef<Self>, set: AnySet, vm: &VirtualMachine) -> PyResult<PyRef<Self>> {
-        if set.is(zelf.as_object()) {
-            zelf.inner.clear();
-        } else {
-            zelf.inner
-                .difference_update(set.into_iterable_iter(vm)?, vm)?;
-        }
+        zelf.inner
+            .difference_update(set.into_iterable_iter(vm)?, vm)?;
         Ok(zelf)
     }
 
     fn __ixor__(zelf: PyRef<Self>, set: AnySet, vm: &VirtualMachine) -> PyResult<PyRef<Self>> {
-        if set.is(zelf.as_object()) {
-            zelf.inner.clear();
-        } else {
-            zelf.inner
-                .symmetric_difference_update(set.into_iterable_iter(vm)?, vm)?;
-        }
+        zelf.inner
+            .symmetric_difference_update_internal(&set.object, vm)?;
         Ok(zelf)
     }
 
     pub fn add(&self, object: PyObjectRef, vm: &VirtualMachine) -> PyResult<()> {
         self.inner.add(&object, vm)
+    }
+
+    /// `_PySet_Update`, which `SET_UPDATE` runs: a set literal's constant frozenset is merged
+    /// into the new set the way CPython merges it, not added element by element.
+    pub(crate) fn update_from(&self, iterable: &PyObject, vm: &VirtualMachine) -> PyResult<()> {
+        self.inner.update_internal(iterable, vm)
     }
 }
 
@@ -892,7 +815,9 @@ impl Py<PySet> {
         others: PosArgs<ArgIterable, NameOthers>,
         vm: &VirtualMachine,
     ) -> PyResult<PySet> {
-        self.fold_op(others.into_iter(), PySetInner::union, vm)
+        Ok(PySet {
+            inner: self.inner.union_multi(others.into_iter(), vm)?,
+        })
     }
 
     #[pymethod]
@@ -919,11 +844,9 @@ impl Py<PySet> {
 
     #[pymethod]
     fn symmetric_difference(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<PySet> {
-        self.fold_op(
-            core::iter::once(other),
-            PySetInner::symmetric_difference,
-            vm,
-        )
+        Ok(PySet {
+            inner: self.inner.symmetric_difference_new(other.as_object(), vm)?,
+        })
     }
 
     #[pymethod]
@@ -973,7 +896,7 @@ impl Py<PySet> {
         vm: &VirtualMachine,
     ) -> PyResult<()> {
         for iterable in others {
-            self.inner.update_internal(iterable, vm)?;
+            self.inner.update_internal(&iterable, vm)?;
         }
         Ok(())
     }
@@ -1000,7 +923,7 @@ impl Py<PySet> {
     #[pymethod]
     fn symmetric_difference_update(&self, other: ArgIterable, vm: &VirtualMachine) -> PyResult<()> {
         self.inner
-            .symmetric_difference_update(core::iter::once(other), vm)
+            .symmetric_difference_update_internal(other.as_object(), vm)
     }
 
     #[pymethod]
@@ -1254,7 +1177,7 @@ impl Constructor for PyFrozenSet {
 
     fn py_new(_cls: &Py<PyType>, args: Self::Args, vm: &VirtualMachine) -> PyResult<Self> {
         let inner = match args.iterable {
-            OptionalArg::Present(iterable) => PySetInner::from_object(iterable, vm)?,
+            OptionalArg::Present(iterable) => PySetInner::from_object(&iterable, vm)?,
             OptionalArg::Missing => PySetInner::default(),
         };
         Ok(Self {
@@ -1274,12 +1197,11 @@ impl PyFrozenSet {
     }
 
     fn __or__(&self, other: PyObjectRef, vm: &VirtualMachine) -> PyResult<PyArithmeticValue<Self>> {
-        if let Ok(set) = AnySet::try_from_object(vm, other) {
-            Ok(PyArithmeticValue::Implemented(self.op(
-                set,
-                PySetInner::union,
-                vm,
-            )?))
+        if let Ok(other) = AnySet::try_from_object(vm, other) {
+            Ok(PyArithmeticValue::Implemented(Self {
+                inner: self.inner.union_multi(other.into_iterable_iter(vm)?, vm)?,
+                ..Default::default()
+            }))
         } else {
             Ok(PyArithmeticValue::NotImplemented)
         }
@@ -1338,11 +1260,10 @@ impl PyFrozenSet {
         vm: &VirtualMachine,
     ) -> PyResult<PyArithmeticValue<Self>> {
         if let Ok(other) = AnySet::try_from_object(vm, other) {
-            Ok(PyArithmeticValue::Implemented(self.op(
-                other,
-                PySetInner::symmetric_difference,
-                vm,
-            )?))
+            Ok(PyArithmeticValue::Implemented(Self {
+                inner: self.inner.symmetric_difference_new(&other.object, vm)?,
+                ..Default::default()
+            }))
         } else {
             Ok(PyArithmeticValue::NotImplemented)
         }
@@ -1391,7 +1312,10 @@ impl Py<PyFrozenSet> {
         others: PosArgs<ArgIterable, NameOthers>,
         vm: &VirtualMachine,
     ) -> PyResult<PyFrozenSet> {
-        self.fold_op(others.into_iter(), PySetInner::union, vm)
+        Ok(PyFrozenSet {
+            inner: self.inner.union_multi(others.into_iter(), vm)?,
+            ..Default::default()
+        })
     }
 
     #[pymethod]
@@ -1424,11 +1348,10 @@ impl Py<PyFrozenSet> {
         other: ArgIterable,
         vm: &VirtualMachine,
     ) -> PyResult<PyFrozenSet> {
-        self.fold_op(
-            core::iter::once(other),
-            PySetInner::symmetric_difference,
-            vm,
-        )
+        Ok(PyFrozenSet {
+            inner: self.inner.symmetric_difference_new(other.as_object(), vm)?,
+            ..Default::default()
+        })
     }
 
     #[pymethod]
@@ -1653,11 +1576,15 @@ impl TryFromObject for AnySet {
 
 #[pyclass(module = false, name = "set_iterator")]
 pub(crate) struct PySetIterator {
-    size: DictSize,
+    /// The set's size when the walk began (`si_used`): any other size is a change.
+    used: usize,
     /// Whether the set was found to have changed, which `setiter_iternext()`
     /// records by writing a size no set can have. Sticky: what it makes the
     /// iterator answer, it answers from then on.
     changed: PyAtomic<bool>,
+    /// Elements not yet returned (`si->len`), for `__length_hint__`.
+    remaining: PyAtomic<usize>,
+    /// The set and the slot the walk resumes at.
     internal: PyMutex<PositionIterInternal<AnySet>>,
 }
 
@@ -1677,9 +1604,11 @@ impl PyPayload for PySetIterator {
 
 impl PySetIterator {
     fn new(set: AnySet) -> Self {
+        let used = set.as_inner().len();
         Self {
-            size: set.as_inner().content.size(),
+            used,
             changed: Radium::new(false),
+            remaining: Radium::new(used),
             internal: PyMutex::new(PositionIterInternal::new(set, 0)),
         }
     }
@@ -1695,13 +1624,12 @@ impl Py<PySetIterator> {
         if self.changed.load(Ordering::Relaxed) {
             return 0;
         }
-        self.internal.lock().length_hint(|set| {
-            if set.as_inner().content.size() == self.size {
-                self.size.entries_size
-            } else {
-                0
+        match &self.internal.lock().status {
+            IterStatus::Active(set) if set.as_inner().len() == self.used => {
+                self.remaining.load(Ordering::Relaxed)
             }
-        })
+            _ => 0,
+        }
     }
 
     #[pymethod]
@@ -1715,13 +1643,7 @@ impl Py<PySetIterator> {
             (vm.ctx
                 .new_list(match &internal.status {
                     IterStatus::Exhausted => vec![],
-                    IterStatus::Active(set) => set
-                        .as_inner()
-                        .content
-                        .keys()
-                        .into_iter()
-                        .skip(internal.position)
-                        .collect(),
+                    IterStatus::Active(set) => set.as_inner().content.keys_from(internal.position),
                 })
                 .into(),),
         ))
@@ -1741,18 +1663,20 @@ impl IterNext for PySetIterator {
                 // change: an iterator that has raised keeps raising.
                 return (Err(mutated()), None);
             }
-            let entry = set.as_inner().content.next_entry_checked(
-                internal.position,
-                &zelf.size,
-                |key, ()| key.to_owned(),
-            );
-            match entry {
-                Err(crate::dict_inner::DictChanged) => {
+            match set
+                .as_inner()
+                .content
+                .next_entry(internal.position, zelf.used)
+            {
+                Err(SetChanged) => {
                     zelf.changed.store(true, Ordering::Relaxed);
                     (Err(mutated()), None)
                 }
                 Ok(Some((position, key))) => {
                     internal.position = position;
+                    let remaining = zelf.remaining.load(Ordering::Relaxed);
+                    zelf.remaining
+                        .store(remaining.saturating_sub(1), Ordering::Relaxed);
                     (Ok(PyIterReturn::Return(key)), None)
                 }
                 Ok(None) => (Ok(PyIterReturn::StopIteration(None)), internal.exhaust()),

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Regenerates the compatibility suite's known failures from the last run's report.
+
+Reads target/tmp/compat-report.json (written by `cargo test --test compat`), and rewrites:
+  tests/compat/known_failures.json  every failing example's id -> the key of its cause;
+  docs/COMPATIBILITY.md             pass rates, the causes, and every failure with its cause;
+  README.md                         the pass-rate lines between the compat markers.
+A failure keeps the cause it was listed with; a new one gets the first cause whose rule
+matches it (CAUSES below), or "unclassified" - give it a real cause by hand in
+known_failures.json and run this again. Run scripts/compat/update-known-failures.sh for the
+whole loop (run the suite, regenerate, run again).
+"""
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "target" / "tmp" / "compat-report.json"
+KNOWN = ROOT / "tests" / "compat" / "known_failures.json"
+DOC = ROOT / "docs" / "COMPATIBILITY.md"
+README = ROOT / "README.md"
+README_BEGIN = "<!-- compat-pass-rate:begin -->"
+README_END = "<!-- compat-pass-rate:end -->"
+
+
+def text(output):
+    """The part of an output doctest compares: the exception line if it raised, else stdout."""
+    if output is None:
+        return ""
+    return output["exc"] if output["exc"] is not None else output["out"]
+
+
+# (key, description, rule): the rule sees the id and the failure and says whether it applies.
+CAUSES = [
+    ("guest-crash",
+     "The guest crashed (`internal`): a RustPython panic. A bug to fix, never acceptable.",
+     lambda id, f: "(Internal)" in (f.get("error") or "")),
+    ("limit",
+     "The execution hit a limit (fuel, time, memory, stack) where CPython finishes quickly.",
+     lambda id, f: f.get("error") is not None and "ended" in f["error"]),
+    ("not-run",
+     "Not run: an earlier example of the same docstring ended the execution.",
+     lambda id, f: (f.get("error") or "").startswith("not run")),
+    ("set-order",
+     "RustPython iterates `set`/`frozenset` in insertion order, CPython in hash-table order "
+     "(issue 12 item 3, being fixed).",
+     lambda id, f: re.search(r"[{(]\{|frozenset|set\(|\{[^:{}]*\}", text(f["want"]))
+     and sorted(text(f["want"])) == sorted(text(f["got"]))),
+    ("signed-zero",
+     "RustPython divides 0 by a negative number to 0.0 where CPython gives -0.0 (issue 12 "
+     "item 3, being fixed).",
+     lambda id, f: "-0.0" in text(f["want"]) and "-0.0" not in text(f["got"])),
+    ("exception-message",
+     "The same exception with a different message: RustPython words some errors unlike "
+     "CPython.",
+     lambda id, f: f["got"] is not None and f["want"]["exc"] is not None
+     and f["got"]["exc"] is not None
+     and f["want"]["exc"].split(":")[0] == f["got"]["exc"].split(":")[0]),
+    ("missing-feature",
+     "RustPython lacks an attribute, function or module CPython 3.11 has.",
+     lambda id, f: f["got"] is not None and f["want"]["exc"] is None
+     and (f["got"]["exc"] or "").startswith(("AttributeError", "ImportError",
+                                            "ModuleNotFoundError", "NotImplementedError"))),
+    ("repr",
+     "RustPython's `repr` of an object differs from CPython's.",
+     lambda id, f: f["got"] is not None and f["want"]["exc"] is None and f["got"]["exc"] is None
+     and text(f["want"]).replace(" ", "") != text(f["got"]).replace(" ", "")
+     and sorted(text(f["want"])) == sorted(text(f["got"]))),
+    ("unclassified",
+     "Not yet analysed.",
+     lambda id, f: True),
+]
+
+
+def classify(id, failure):
+    return next(key for key, _, rule in CAUSES if rule(id, failure))
+
+
+def shorten(value, limit=90):
+    value = value.strip().replace("\n", "⏎").replace("|", "\\|")
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+def main():
+    report = json.loads(REPORT.read_text())
+    known = json.loads(KNOWN.read_text())
+    causes = {key: description for key, description, _ in CAUSES}
+    causes.update(known.get("causes", {}))
+    failures = {}
+    for id, failure in sorted(report["failures"].items()):
+        failures[id] = known["failures"].get(id) or classify(id, failure)
+    used = {key: causes[key] for key in sorted(set(failures.values()))}
+    KNOWN.write_text(json.dumps({"causes": used, "failures": failures}, indent=2,
+                                ensure_ascii=False) + "\n")
+
+    total = report["passed"] + report["failed"]
+    rate = 100.0 * report["passed"] / max(total, 1)
+    lines = [
+        "# Compatibility",
+        "",
+        "pyexec runs RustPython, not CPython. This page lists where they differ on real-world "
+        "Python that was not written for pyexec: the doctest examples of PyPI packages and of "
+        "CPython's standard library and tests, each run in the sandbox and compared with the "
+        "output CPython 3.11 recorded for it (tests/compat/README.md says how the suite is "
+        "built and judged).",
+        "",
+        "Generated by `scripts/compat/known_failures.py` from the last run of "
+        "`cargo test --test compat`; do not edit by hand (give a failure its cause in "
+        "`tests/compat/known_failures.json`).",
+        "",
+        f"**{report['passed']} of {total} examples pass ({rate:.1f}%).**",
+        "",
+        "| source | passed | failed | pass rate | not judged |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for source, counts in report["per_source"].items():
+        judged = counts["passed"] + counts["failed"]
+        lines.append(f"| {source} | {counts['passed']} | {counts['failed']} | "
+                     f"{100.0 * counts['passed'] / max(judged, 1):.1f}% | "
+                     f"{counts['excluded']} |")
+    lines += ["", "## Causes", "", "| cause | failures | what |", "| --- | ---: | --- |"]
+    for key, description in used.items():
+        count = sum(1 for cause in failures.values() if cause == key)
+        lines.append(f"| `{key}` | {count} | {description} |")
+    lines += ["", "## Every failure", "",
+              "| example | cause | CPython | pyexec |", "| --- | --- | --- | --- |"]
+    for id, cause in failures.items():
+        failure = report["failures"][id]
+        got = failure.get("error") or text(failure["got"])
+        lines.append(f"| `{id}` | `{cause}` | {shorten(text(failure['want']))} | "
+                     f"{shorten(got)} |")
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text("\n".join(lines) + "\n")
+
+    readme = README.read_text()
+    if README_BEGIN in readme:
+        head, rest = readme.split(README_BEGIN, 1)
+        _, tail = rest.split(README_END, 1)
+        summary = [f"- {source}: {c['passed']} of {c['passed'] + c['failed']} pass"
+                   for source, c in report["per_source"].items()]
+        summary.append(f"- **overall: {report['passed']} of {total} ({rate:.1f}%)**")
+        README.write_text(head + README_BEGIN + "\n" + "\n".join(summary) + "\n" + README_END
+                          + tail)
+    print(f"{len(failures)} known failures ({rate:.1f}% pass); wrote "
+          f"{KNOWN.relative_to(ROOT)}, {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
