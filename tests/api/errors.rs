@@ -137,7 +137,7 @@ async fn bad_bodies_are_422_naming_the_field_and_not_charged() {
 #[tokio::test]
 async fn data_past_the_nesting_limit_is_422_and_not_charged() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let limit = pyexec::sandbox::MAX_DATA_DEPTH;
     for (open, close) in [("[", "]"), (r#"{"k": "#, "}")] {
         // `data`'s own object is the first level.

@@ -26,11 +26,11 @@ impl Server {
     /// [`Server::start`] with more arguments for `serve` (e.g. `--store URL`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
-        Server::start_with_cache(data_dir, &cache)
+        Server::start_with_cache(data_dir, &cache, extra)
     }
 
     /// Starts with `cache` as the compiled-module cache (an empty one compiles the guest).
-    pub fn start_with_cache(data_dir: &Path, cache: &Path) -> Server {
+    pub fn start_with_cache(data_dir: &Path, cache: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
             .args([
                 "serve",
