@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`sandbox`] owns wasmtime: the embedded guest module, its compiled-module cache, and one
 //!   bounded execution per fresh instance. Nothing else touches wasmtime.
-//! - [`keys`] owns the sled database: API keys (hashed), quotas, usage accounting and rate
-//!   limits, and the control socket through which `pyexec keys` reaches a running server.
+//! - [`keys`] owns the key store: API keys (hashed), quotas, usage accounting and rate limits,
+//!   behind one [`keys::KeyStore`] with two backends — sled in the data directory (and the
+//!   control socket through which `pyexec keys` reaches a running server), or PostgreSQL
+//!   shared by many nodes.
 //! - [`api`] owns HTTP: routing, authentication, the error model and the JSON shapes.
 //! - [`cli`] owns the command line: one module per subcommand.
 

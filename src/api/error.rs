@@ -65,7 +65,8 @@ pub enum ApiError {
     /// 503 + `Retry-After`: every worker is busy and the queue is full.
     #[error("The service is at capacity; retry shortly")]
     Overloaded,
-    /// 503: the key database failed; the cause is logged.
+    /// 503 + `Retry-After`: the key store failed or is unreachable; the cause is logged.
+    /// Nothing was charged and nothing ran.
     #[error("The key database is unavailable; retry shortly")]
     Storage(#[source] crate::keys::StoreError),
 }
@@ -126,7 +127,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
-            ApiError::TooManyConcurrent { .. } | ApiError::Overloaded => {
+            ApiError::TooManyConcurrent { .. } | ApiError::Overloaded | ApiError::Storage(_) => {
                 Some(Duration::from_secs(1))
             }
             _ => None,

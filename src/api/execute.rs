@@ -14,7 +14,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Authenticated, ObjectBody};
 use super::quota::QuotaHeaders;
-use crate::keys::{AdmitError, KeyRecord};
+use crate::keys::{AdmitError, Caller};
 use crate::sandbox::{Execution, ExecutionError, Outcome, Rejected};
 
 /// The request body (documentation only: the handler reads fields one by one so that a 422
@@ -105,11 +105,11 @@ fn milliseconds(duration: Duration) -> f64 {
 )]
 pub async fn execute(
     State(state): State<AppState>,
-    Authenticated(key): Authenticated,
+    Authenticated(caller): Authenticated,
     body: Result<ObjectBody, ApiError>,
 ) -> Response {
-    let mut quota = QuotaHeaders::peek(&state, &key);
-    let mut response = match run(&state, &key, body, &mut quota).await {
+    let mut quota = QuotaHeaders::peek(&caller);
+    let mut response = match run(&state, &caller, body, &mut quota).await {
         Ok(reply) => Json(reply).into_response(),
         Err(err) => err.into_response(),
     };
@@ -118,13 +118,15 @@ pub async fn execute(
 }
 
 /// The checks in the order that keeps accounting honest: nothing is charged unless the
-/// execution is sure to run (valid, within rate and concurrency limits, queue place held).
+/// execution is sure to run (valid, within the concurrency limit, queue place held), and the
+/// rate limit and quota are checked and charged together, in one step of the key store.
 async fn run(
     state: &AppState,
-    key: &KeyRecord,
+    caller: &Caller,
     body: Result<ObjectBody, ApiError>,
     quota: &mut QuotaHeaders,
 ) -> Result<ExecuteResponse, ApiError> {
+    let key = &caller.record;
     let body = body?;
     let code: String = body.required("code", "a string")?;
     let data = match body.raw("data") {
@@ -133,13 +135,6 @@ async fn run(
         Some(_) => return Err(ApiError::invalid("data", "data: must be a JSON object")),
     };
 
-    let rate = state.keys.check_rate(key);
-    quota.rate = rate;
-    if !rate.allowed {
-        return Err(ApiError::RateLimited {
-            retry_after: rate.retry_after.unwrap_or(Duration::from_secs(1)),
-        });
-    }
     let _slot = state.concurrency.acquire(key.id())?;
     let prepared = state
         .sandbox
@@ -154,15 +149,22 @@ async fn run(
             Rejected::InputTooLarge { limit, .. } => ApiError::TooLarge { limit },
             Rejected::DataTooDeep { .. } => ApiError::invalid("data", rejected.to_string()),
         })?;
-    let executions_left = state.keys.admit(key.id()).map_err(|err| match err {
+    let admitted = state.keys.admit(caller).await.map_err(|err| match err {
+        AdmitError::RateLimited(rate) => {
+            quota.rate = rate;
+            ApiError::RateLimited {
+                retry_after: rate.retry_after.unwrap_or(Duration::from_secs(1)),
+            }
+        }
         AdmitError::LimitExceeded => ApiError::ExecutionsExhausted,
         AdmitError::Revoked => ApiError::RevokedKey,
         AdmitError::NotFound => ApiError::InvalidKey,
         AdmitError::Store(err) => ApiError::Storage(err),
     })?;
-    quota.executions_left = executions_left;
+    quota.rate = admitted.rate;
+    quota.executions_left = admitted.executions_left;
 
-    // The charge becomes durable while the code runs; the reply waits for both.
+    // A charge not yet durable becomes so while the code runs; the reply waits for both.
     let (outcome, committed) = tokio::join!(prepared.run(), state.keys.commit());
     committed.map_err(ApiError::Storage)?;
     state.metrics.observe(&outcome);
@@ -173,5 +175,8 @@ async fn run(
         duration_us = outcome.duration.as_micros() as u64,
         "execution"
     );
-    Ok(ExecuteResponse::new(outcome, Some(executions_left)))
+    Ok(ExecuteResponse::new(
+        outcome,
+        Some(admitted.executions_left),
+    ))
 }

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::keys::{AuthError, KeyRecord};
+use crate::keys::{AuthError, Caller};
 
 /// A client gets this long to send a whole body: a slow drip cannot hold a connection.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -21,8 +21,8 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// The header clients authenticate with, as in the prototype.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// The key that authenticated the request.
-pub struct Authenticated(pub KeyRecord);
+/// The key that authenticated the request, with its budgets as they stood.
+pub struct Authenticated(pub Caller);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
@@ -34,8 +34,8 @@ impl FromRequestParts<AppState> for Authenticated {
             .ok_or(ApiError::MissingKey)?
             .to_str()
             .map_err(|_| ApiError::InvalidKey)?;
-        match state.keys.authenticate(presented) {
-            Ok(record) => Ok(Authenticated(record)),
+        match state.keys.authenticate(presented).await {
+            Ok(caller) => Ok(Authenticated(caller)),
             Err(AuthError::Invalid) => Err(ApiError::InvalidKey),
             Err(AuthError::Revoked) => Err(ApiError::RevokedKey),
             Err(AuthError::Store(err)) => Err(ApiError::Storage(err)),

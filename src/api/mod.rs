@@ -1,6 +1,7 @@
 //! HTTP: routing, authentication, request and response types, the error model, metrics, the
 //! OpenAPI document and the playground page. It calls the key store and the sandbox through
-//! their handles and contains no wasmtime or sled code itself.
+//! their handles and contains no wasmtime or database code itself, and never learns which
+//! key-store backend it has.
 //!
 //! One [`app`] router serves both `pyexec serve` and the tests.
 

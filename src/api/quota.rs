@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::AppState;
 use super::error::{ApiError, whole_seconds};
-use crate::keys::{KeyId, KeyRecord, RateLimitStatus};
+use crate::keys::{Caller, KeyId, RateLimitStatus};
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -23,11 +22,11 @@ pub struct QuotaHeaders {
 }
 
 impl QuotaHeaders {
-    /// The key's budgets as they stand, without consuming anything.
-    pub fn peek(state: &AppState, key: &KeyRecord) -> Self {
+    /// The key's budgets as they stood when it authenticated, without consuming anything.
+    pub fn peek(caller: &Caller) -> Self {
         Self {
-            rate: state.keys.rate_status(key),
-            executions_left: key.executions_left(),
+            rate: caller.rate,
+            executions_left: caller.record.executions_left(),
         }
     }
 

@@ -62,8 +62,12 @@ pub struct ExecutionLimits {
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
     )
 )]
-pub async fn usage(State(state): State<AppState>, Authenticated(key): Authenticated) -> Response {
-    let quota = QuotaHeaders::peek(&state, &key);
+pub async fn usage(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Response {
+    let quota = QuotaHeaders::peek(&caller);
+    let key = &caller.record;
     let limits = state.sandbox.limits();
     let body = UsageResponse {
         id: key.id().to_string(),
@@ -101,26 +105,26 @@ pub struct HealthResponse {
     pub detail: Option<String>,
 }
 
-/// Liveness: 200 while this instance can serve executions; 503 once its key database fails
-/// to write (a full disk, say), which only a restart clears. No authentication.
+/// Liveness: 200 while this instance can serve executions; 503 while its key store cannot:
+/// the sled database failed to write (a full disk, say; only a restart clears it), or
+/// PostgreSQL does not answer (cleared by itself once the database is back). No
+/// authentication.
 #[utoipa::path(
     get,
     path = "/health",
     tag = "operations",
     responses(
         (status = 200, body = HealthResponse),
-        (status = 503, description = "The key database is failing; restart the service once its cause is fixed", body = HealthResponse),
+        (status = 503, description = "The key store is failing: PostgreSQL unreachable, or the sled database failed to write (restart once its cause is fixed)", body = HealthResponse),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let (status, health, detail) = match state.keys.storage_failure() {
+    let (status, health, detail) = match state.keys.unavailable().await {
         None => (StatusCode::OK, "ok", None),
         Some(failure) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            Some(format!(
-                "the key database is failing ({failure}); restart the service once the cause is fixed"
-            )),
+            Some(failure),
         ),
     };
     let body = HealthResponse {

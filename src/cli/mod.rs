@@ -1,4 +1,5 @@
-//! The command line: `pyexec serve`, `pyexec run`, `pyexec keys …`, `pyexec completions`.
+//! The command line: `pyexec serve`, `pyexec run`, `pyexec keys …`, `pyexec store …`,
+//! `pyexec completions`.
 //! Each subcommand lives in its own module with its `Args` and `run()`.
 
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ pub mod keys;
 mod run;
 mod sandbox_args;
 mod serve;
+mod store;
+mod store_args;
 
 /// Runs untrusted Python safely and fast, behind an HTTP API.
 #[derive(Debug, Parser)]
@@ -26,6 +29,9 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
+    #[command(flatten)]
+    pub store: store_args::StoreArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +42,8 @@ pub enum Command {
     Run(run::RunArgs),
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     Completions(completions::CompletionsArgs),
 }
 
@@ -50,7 +58,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             init_tracing("info");
-            args.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
+            cli.store
+                .location(&cli.data_dir)
+                .and_then(|store| args.run(&cli.data_dir, &store))
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => {
             init_tracing("warn");
@@ -58,7 +69,17 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Keys(command) => {
             init_tracing("warn");
-            command.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
+            cli.store
+                .location(&cli.data_dir)
+                .and_then(|store| command.run(&store))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Store(command) => {
+            init_tracing("warn");
+            cli.store
+                .location(&cli.data_dir)
+                .and_then(|store| command.run(&store))
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Completions(args) => {
             args.run();

@@ -1,4 +1,4 @@
-//! `pyexec serve`: the HTTP API, with the key database's control socket beside it.
+//! `pyexec serve`: the HTTP API, with the sled key database's control socket beside it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::sandbox_args::SandboxArgs;
 use crate::api::{self, AppState};
-use crate::keys::{self, Env, KeyStore, NewKey};
+use crate::keys::{self, Env, KeyStore, NewKey, StoreLocation};
 use crate::sandbox::Sandbox;
 
 /// Serve the HTTP API (creates a test key on first run)
@@ -58,24 +58,27 @@ pub struct ServeArgs {
 const FIRST_KEY_EXECUTIONS: u64 = 1000;
 
 impl ServeArgs {
-    pub fn run(self, data_dir: &Path) -> anyhow::Result<()> {
+    pub fn run(self, data_dir: &Path, store: &StoreLocation) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?
-            .block_on(self.serve(data_dir))
+            .block_on(self.serve(data_dir, store))
     }
 
-    async fn serve(self, data_dir: &Path) -> anyhow::Result<()> {
+    async fn serve(self, data_dir: &Path, store: &StoreLocation) -> anyhow::Result<()> {
         let started = Instant::now();
-        let keys = KeyStore::open_waiting(data_dir, Duration::from_secs(2))
-            .with_context(|| format!("opening the key database in {}", data_dir.display()))?;
+        let keys = KeyStore::open(store, Duration::from_secs(2))
+            .await
+            .with_context(|| format!("opening the key store {}", store.describe()))?;
         let listener = TcpListener::bind(self.addr)
             .await
             .with_context(|| format!("listening on {}", self.addr))?;
         let addr = listener.local_addr()?;
-        if keys.is_empty()? {
-            create_first_key(&keys, addr)?;
+        // Only the embedded store gets a key on first run: nodes of a cluster starting
+        // together would each create one.
+        if matches!(keys, KeyStore::Sled(_)) && keys.is_empty().await? {
+            create_first_key(&keys, addr).await?;
         }
         let config = self.sandbox.config(data_dir);
         let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(config))
@@ -99,10 +102,19 @@ impl ServeArgs {
                 let _ = stop.send(true);
             }
         });
-        let control = keys
-            .bind_control_socket()
-            .context("binding the control socket")?;
-        let control = tokio::spawn(keys::serve_control(control, keys.clone(), stopped()));
+        let control = match &keys {
+            KeyStore::Sled(sled) => {
+                let socket = sled
+                    .bind_control_socket()
+                    .context("binding the control socket")?;
+                Some(tokio::spawn(keys::serve_control(
+                    socket,
+                    sled.clone(),
+                    stopped(),
+                )))
+            }
+            KeyStore::Postgres(_) => None,
+        };
 
         tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "listening");
         println!("pyexec listening on http://{addr}");
@@ -119,7 +131,9 @@ impl ServeArgs {
             () = grace_over => tracing::warn!("requests still in flight after {grace:?}; stopping anyway"),
         }
         let _ = stop.send(true);
-        let _ = control.await;
+        if let Some(control) = control {
+            let _ = control.await;
+        }
         keys.flush().await.context("flushing the key database")?;
         tracing::info!("stopped");
         Ok(())
@@ -127,7 +141,7 @@ impl ServeArgs {
 }
 
 /// On an empty database: creates a test key and shows it, once, with a command that uses it.
-fn create_first_key(keys: &KeyStore, addr: SocketAddr) -> anyhow::Result<()> {
+async fn create_first_key(keys: &KeyStore, addr: SocketAddr) -> anyhow::Result<()> {
     let (key, record) = keys
         .create(NewKey {
             name: "default".into(),
@@ -137,6 +151,7 @@ fn create_first_key(keys: &KeyStore, addr: SocketAddr) -> anyhow::Result<()> {
             rate_limit_per_minute: keys::DEFAULT_RATE_LIMIT_PER_MINUTE,
             fuel_limit: None,
         })
+        .await
         .context("creating the first API key")?;
     let host = if addr.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), addr.port())

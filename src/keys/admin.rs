@@ -1,14 +1,17 @@
-//! [`KeyAdmin`]: the admin operations behind `pyexec keys …`, run either directly on the
-//! database or, when a server holds the database lock, through its control socket. Owns the
-//! choice between the two; both go through the same [`execute`] so they behave identically.
+//! [`KeyAdmin`]: the admin operations behind `pyexec keys …`. With sled they run directly on
+//! the database or, when a server holds the database lock, through its control socket (both
+//! through the same [`execute`], so they behave identically); with PostgreSQL they go to the
+//! database from whatever machine the command runs on. Owns the choice of route.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::control::{ControlClient, Reply, Request, control_socket_path, execute};
 use super::error::{AdminError, StoreError};
+use super::postgres::PgStore;
 use super::record::{KeyRecord, NewKey};
-use super::store::{KeyStore, LOCK_RETRY_INTERVAL};
+use super::sled::control::{ControlClient, Reply, Request, control_socket_path, execute};
+use super::sled::{LOCK_RETRY_INTERVAL, SledStore};
+use super::store::StoreLocation;
 
 /// How long [`KeyAdmin::open`] waits for a server that holds the lock to answer.
 const CONNECT_GRACE: Duration = Duration::from_secs(2);
@@ -19,10 +22,13 @@ use super::token::{ApiKey, KeyRef};
 pub enum KeyAdmin {
     /// No server is running on the data directory: the database is open in this process.
     /// Every change is flushed before the call returns.
-    Direct(KeyStore),
+    Direct(SledStore),
     /// A server holds the database: operations go over its control socket and take effect
     /// on the running server at once (and are durable before the reply).
     Server(ControlClient),
+    /// The keys are in PostgreSQL: each operation is one committed statement, seen by every
+    /// node's next request.
+    Postgres(PgStore, tokio::runtime::Runtime),
 }
 
 impl KeyAdmin {
@@ -33,10 +39,26 @@ impl KeyAdmin {
         KeyAdmin::open_waiting(data_dir, CONNECT_GRACE)
     }
 
+    /// Opens the store at `location`: [`Self::open`] for sled; for PostgreSQL, connects (and
+    /// applies pending migrations).
+    pub fn open_at(location: &StoreLocation) -> Result<KeyAdmin, AdminError> {
+        match location {
+            StoreLocation::Sled(data_dir) => KeyAdmin::open(data_dir),
+            StoreLocation::Postgres(options) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(format!("no async runtime: {e}")))?;
+                let store = runtime.block_on(PgStore::open(options))?;
+                Ok(KeyAdmin::Postgres(store, runtime))
+            }
+        }
+    }
+
     fn open_waiting(data_dir: &Path, grace: Duration) -> Result<KeyAdmin, AdminError> {
         let deadline = Instant::now() + grace;
         loop {
-            match KeyStore::open(data_dir) {
+            match SledStore::open(data_dir) {
                 Ok(store) => return Ok(KeyAdmin::Direct(store)),
                 Err(StoreError::Locked { .. }) => {
                     let path = control_socket_path(data_dir);
@@ -69,6 +91,9 @@ impl KeyAdmin {
                 Ok(reply)
             }
             KeyAdmin::Server(client) => client.call(&request),
+            KeyAdmin::Postgres(store, runtime) => {
+                runtime.block_on(execute_on_postgres(store, request))
+            }
         }
     }
 
@@ -113,6 +138,24 @@ impl KeyAdmin {
             executions_limit: limit,
         })
     }
+}
+
+/// [`execute`] for PostgreSQL, where every operation is committed before it returns.
+async fn execute_on_postgres(store: &PgStore, request: Request) -> Result<Reply, AdminError> {
+    Ok(match request {
+        Request::Add { new_key } => {
+            let (key, record) = store.create(new_key).await?;
+            Reply::Created { key, record }
+        }
+        Request::List => Reply::Records(store.list().await?),
+        Request::Show { key } => Reply::Record(store.get(&key).await?),
+        Request::Revoke { key } => Reply::Record(store.revoke(&key).await?),
+        Request::ResetExecutions { key } => Reply::Record(store.reset_executions(&key).await?),
+        Request::UpdateLimit {
+            key,
+            executions_limit,
+        } => Reply::Record(store.update_limit(&key, executions_limit).await?),
+    })
 }
 
 fn unexpected(reply: &Reply) -> AdminError {

@@ -44,6 +44,37 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// `--store` is not a PostgreSQL connection string.
+    #[error("invalid PostgreSQL URL: {0}")]
+    InvalidUrl(String),
+    /// PostgreSQL could not be reached when the store was opened.
+    #[error("cannot connect to PostgreSQL at {database}: {message}")]
+    Connect { database: String, message: String },
+    /// A statement failed (the database may be down, restarting or out of connections).
+    #[error("PostgreSQL error")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database could not be reached, or did not answer in time.
+    #[error("PostgreSQL is unavailable: {0}")]
+    Unavailable(String),
+    /// `store copy` without `--overwrite` found these key IDs in the target already.
+    #[error("these keys already exist in the target store (nothing was copied): {0}")]
+    AlreadyExists(String),
+    #[error("the stored {what} of key {key} is not valid")]
+    CorruptRow { key: String, what: String },
+    /// The database was migrated by a newer pyexec.
+    #[error(
+        "the database schema is at version {found}, newer than this pyexec supports          ({supported}): upgrade pyexec"
+    )]
+    SchemaTooNew { found: i32, supported: i32 },
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 /// Why a presented key was not accepted.
@@ -61,6 +92,9 @@ pub enum AuthError {
 /// Why an execution was not admitted (and so not charged).
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
+    /// The key's per-minute budget is used up; the status says until when.
+    #[error("rate limit exceeded")]
+    RateLimited(super::rate::RateLimitStatus),
     #[error("execution limit reached")]
     LimitExceeded,
     #[error("API key has been revoked")]
@@ -96,7 +130,7 @@ pub enum AdminError {
     /// An error the server reported; `message` is its full error chain, already formatted.
     #[error("{message}")]
     Server {
-        kind: super::control::ErrorKind,
+        kind: super::sled::control::ErrorKind,
         message: String,
     },
 }

@@ -1,6 +1,10 @@
-//! API keys, quotas, usage accounting and rate limits, stored in sled. Owns the database
-//! under the data directory and the control socket beside it; may not touch HTTP or the
-//! sandbox (the API layer calls in, never the other way round).
+//! API keys, quotas, usage accounting and rate limits. [`KeyStore`] is the one interface the
+//! rest of pyexec sees; behind it are two backends: [`sled`] (the embedded default: a database
+//! under the data directory, and the control socket beside it) and [`postgres`] (shared by
+//! many nodes). [`record`], [`token`], [`rate`] and [`error`] are shared by both. May not touch
+//! HTTP or the sandbox (the API layer calls in, never the other way round).
+//!
+//! The rest of this page describes the sled backend; [`postgres`] describes its own.
 //!
 //! # Data directory
 //! ```text
@@ -23,11 +27,11 @@
 //! here logs more than a key ID.
 //!
 //! # Accounting
-//! [`KeyStore::admit`] charges one execution with a compare-and-swap loop on the key's
+//! [`SledStore::admit`] charges one execution with a compare-and-swap loop on the key's
 //! record (re-read and retry if the record changed), and admin updates use the same loop, so
 //! admissions and `revoke`/`reset-executions`/`update-limit` never lose each other's writes;
 //! with limit `L` exactly `L` concurrent admissions succeed. Charging happens at admission;
-//! the caller must await [`KeyStore::commit`] before responding. `commit` is a **group
+//! the caller must await [`SledStore::commit`] before responding. `commit` is a **group
 //! commit** (module `commit`): concurrent callers share one flush, done by one thread, so N
 //! waiting requests cost one or two flushes rather than N. A flush is sled's `flush` (which
 //! on Linux only `sync_file_range`s: enough for `kill -9`) followed by `fdatasync` of sled's
@@ -57,21 +61,23 @@
 //! through the same [`control`] code, effective immediately, durable before the reply).
 
 mod admin;
-mod commit;
-pub mod control;
 mod error;
+pub mod postgres;
 pub mod rate;
 mod record;
+pub mod sled;
 mod store;
 pub mod token;
 
-pub use admin::KeyAdmin;
-pub use control::{ControlClient, control_socket_path, serve_control};
-pub use error::{AdminError, AdmitError, AuthError, StoreError};
-pub use rate::RateLimitStatus;
-pub use record::{DEFAULT_RATE_LIMIT_PER_MINUTE, KeyRecord, NewKey};
-pub use store::{DB_DIR, KeyStore};
-pub use token::{ApiKey, Env, InvalidKeyRef, KeyId, KeyRef};
+pub use self::admin::KeyAdmin;
+pub use self::error::{AdminError, AdmitError, AuthError, StoreError};
+pub use self::postgres::{PgOptions, PgStore};
+pub use self::rate::RateLimitStatus;
+pub use self::record::{DEFAULT_RATE_LIMIT_PER_MINUTE, KeyRecord, NewKey};
+pub use self::sled::control::{self, ControlClient, control_socket_path, serve_control};
+pub use self::sled::{DB_DIR, SledStore};
+pub use self::store::{Admitted, Caller, KeyStore, StoreLocation};
+pub use self::token::{ApiKey, Env, InvalidKeyRef, KeyId, KeyRef};
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,13 @@
-//! Per-key, per-minute rate limiting with GCRA (the generic cell rate algorithm), in memory.
-//! Owns only the limiter state; may not touch sled. Time comes from an injectable [`Clock`].
+//! Per-key, per-minute rate limiting with GCRA (the generic cell rate algorithm): the decision
+//! itself, and the in-memory limiter of the sled store (time from an injectable [`Clock`]).
+//! May not touch a database.
 //!
 //! A key allowed `N` per minute has emission interval `T = 60 s / N` and may burst up to `N`.
 //! The only state per key is its theoretical arrival time `TAT`: a request at `t` is allowed
 //! iff `max(TAT, t) + T − t ≤ N·T`, and then `TAT := max(TAT, t) + T`. The bucket is full
-//! again at `TAT`, so `reset_after = TAT − t`. State is lost on restart, which errs towards
-//! allowing (a fresh full budget).
+//! again at `TAT`, so `reset_after = TAT − t`. The sled store keeps `TAT` in memory (lost on
+//! restart, which errs towards allowing: a fresh full budget); the PostgreSQL store keeps it
+//! in the key's row and makes the same decision in SQL with the database's clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,47 +68,69 @@ impl RateLimiter {
 
     /// Consumes one unit of `key`'s budget if it has one.
     pub fn check(&self, key: &KeyId, per_minute: u32) -> RateLimitStatus {
-        let (interval, window) = shape(per_minute);
         let now = self.clock.now();
         let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
-        let new_tat = tat + interval;
-        if new_tat > now + window {
-            return RateLimitStatus {
-                allowed: false,
-                limit: per_minute,
-                remaining: 0,
-                reset_after: tat - now,
-                retry_after: Some(new_tat - window - now),
-            };
+        let (status, new_tat) = decide(per_minute, now, tats.get(key).copied());
+        if let Some(new_tat) = new_tat {
+            if tats.len() > PRUNE_ABOVE {
+                tats.retain(|_, t| *t > now);
+            }
+            tats.insert(key.clone(), new_tat);
         }
-        if tats.len() > PRUNE_ABOVE {
-            tats.retain(|_, t| *t > now);
-        }
-        tats.insert(key.clone(), new_tat);
-        RateLimitStatus {
-            allowed: true,
-            limit: per_minute,
-            remaining: remaining(now, new_tat, interval, window),
-            reset_after: new_tat - now,
-            retry_after: None,
-        }
+        status
     }
 
     /// The current budget, without consuming any.
     pub fn peek(&self, key: &KeyId, per_minute: u32) -> RateLimitStatus {
-        let (interval, window) = shape(per_minute);
         let now = self.clock.now();
         let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
-        let remaining = remaining(now, tat, interval, window);
-        RateLimitStatus {
-            allowed: remaining > 0,
+        peek(per_minute, now, tats.get(key).copied())
+    }
+}
+
+/// One GCRA step at `now` for a key whose theoretical arrival time is `tat` (`None`: no
+/// state, a full budget): the status to report and, when allowed, the new `TAT` to store.
+/// Pure, so that the PostgreSQL store's SQL (which makes the same decision with the
+/// database's clock, in integer nanoseconds) and this limiter report identical statuses.
+pub(crate) fn decide(
+    per_minute: u32,
+    now: Duration,
+    tat: Option<Duration>,
+) -> (RateLimitStatus, Option<Duration>) {
+    let (interval, window) = shape(per_minute);
+    let tat = tat.unwrap_or(now).max(now);
+    let new_tat = tat + interval;
+    if new_tat > now + window {
+        let denied = RateLimitStatus {
+            allowed: false,
             limit: per_minute,
-            remaining,
+            remaining: 0,
             reset_after: tat - now,
-            retry_after: (remaining == 0).then(|| tat + interval - window - now),
-        }
+            retry_after: Some(new_tat - window - now),
+        };
+        return (denied, None);
+    }
+    let allowed = RateLimitStatus {
+        allowed: true,
+        limit: per_minute,
+        remaining: remaining(now, new_tat, interval, window),
+        reset_after: new_tat - now,
+        retry_after: None,
+    };
+    (allowed, Some(new_tat))
+}
+
+/// The budget at `now` for a key whose theoretical arrival time is `tat`, consuming none.
+pub(crate) fn peek(per_minute: u32, now: Duration, tat: Option<Duration>) -> RateLimitStatus {
+    let (interval, window) = shape(per_minute);
+    let tat = tat.unwrap_or(now).max(now);
+    let remaining = remaining(now, tat, interval, window);
+    RateLimitStatus {
+        allowed: remaining > 0,
+        limit: per_minute,
+        remaining,
+        reset_after: tat - now,
+        retry_after: (remaining == 0).then(|| tat + interval - window - now),
     }
 }
 

@@ -1,436 +1,198 @@
-//! [`KeyStore`]: the sled database of keys, and every read and write of it — creation,
-//! authentication, admission (charging), the admin operations, durability. Owns the `keys`
-//! tree; may not touch HTTP or the sandbox.
+//! [`KeyStore`]: the one interface to keys, quotas and rate limits that `serve` and the API
+//! layer see, whichever backend holds them — sled in the data directory ([`SledStore`]) or
+//! PostgreSQL shared by many nodes ([`PgStore`]). Owns the choice of backend and the meaning
+//! of each operation; the backends own how. May not touch HTTP.
 
-use std::fmt;
-use std::fs::Permissions;
-use std::fs::{DirBuilder, File, TryLockError};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use time::OffsetDateTime;
-
-use super::commit::GroupCommit;
 use super::error::{AdminError, AdmitError, AuthError, StoreError};
-use super::rate::{Clock, MonotonicClock, RateLimitStatus, RateLimiter};
-use super::record::{KeyRecord, NewKey, StoredKey};
-use super::token::{ApiKey, KeyId, KeyRef};
+use super::postgres::{PgOptions, PgStore};
+use super::rate::RateLimitStatus;
+use super::record::{KeyRecord, NewKey};
+use super::sled::SledStore;
+use super::token::{ApiKey, KeyHash, KeyRef};
 
-/// The sled database directory inside the data directory.
-pub const DB_DIR: &str = "keys.sled";
-/// How often [`KeyStore::open_waiting`] retries a locked database.
-pub(crate) const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(25);
-/// The sled tree mapping key ID → [`StoredKey`] JSON.
-const KEYS_TREE: &[u8] = b"keys";
-
-/// Handle to the key database. Cheap to clone; all clones share the database, the rate
-/// limiter and the group-commit state.
-#[derive(Clone)]
-pub struct KeyStore {
-    data_dir: Arc<Path>,
-    db: sled::Db,
-    /// sled's log file, for `fdatasync` after each flush (see [`durable_flush`]).
-    log: Arc<File>,
-    keys: sled::Tree,
-    limiter: Arc<RateLimiter>,
-    committer: Arc<GroupCommit>,
-    /// The last write that failed, until a commit succeeds again. sled 0.34 refuses every
-    /// write after an I/O error (a full disk, say), so in practice only a restart clears it.
-    failure: Arc<Mutex<Option<String>>>,
+/// Where keys live, as chosen by `--store`.
+#[derive(Clone, Debug)]
+pub enum StoreLocation {
+    /// The sled database in this data directory (the default).
+    Sled(PathBuf),
+    /// A PostgreSQL database, possibly shared by many nodes.
+    Postgres(Box<PgOptions>),
 }
 
-impl fmt::Debug for KeyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyStore")
-            .field("data_dir", &self.data_dir)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How [`KeyStore::open_with`] opens the database.
-pub(crate) struct OpenOptions {
-    /// sled's own periodic flush (every 500 ms). Durability never depends on it; tests turn
-    /// it off to prove that.
-    pub(crate) background_flush: bool,
-    pub(crate) clock: Arc<dyn Clock>,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions {
-            background_flush: true,
-            clock: Arc::new(MonotonicClock::default()),
+impl StoreLocation {
+    /// `in <dir>` or `at host:port/db`, for messages (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Sled(data_dir) => format!("in {}", data_dir.display()),
+            StoreLocation::Postgres(options) => format!("at PostgreSQL {}", options.describe()),
         }
     }
 }
 
-/// The outcome of a compare-and-swap update that may be refused by its closure.
-pub(crate) enum Modify<E> {
-    NotFound,
-    Refused(E),
-    Store(StoreError),
+/// Handle to the key store. Cheap to clone; clones share the database.
+#[derive(Clone, Debug)]
+pub enum KeyStore {
+    Sled(SledStore),
+    Postgres(PgStore),
 }
 
-impl<E> From<sled::Error> for Modify<E> {
-    fn from(e: sled::Error) -> Self {
-        Modify::Store(e.into())
+/// A presented key that authenticated: its record and rate budget as they stood, and what
+/// admission needs to check the key again.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub record: KeyRecord,
+    /// The per-minute budget, without consuming any.
+    pub rate: RateLimitStatus,
+    hash: KeyHash,
+}
+
+/// An execution that was admitted and charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// Executions the key has left after this one.
+    pub executions_left: u64,
+    /// The per-minute budget after this execution.
+    pub rate: RateLimitStatus,
+}
+
+impl Caller {
+    pub(crate) fn new(record: KeyRecord, rate: RateLimitStatus, hash: KeyHash) -> Caller {
+        Caller { record, rate, hash }
     }
-}
 
-impl<E> From<StoreError> for Modify<E> {
-    fn from(e: StoreError) -> Self {
-        Modify::Store(e)
+    pub(crate) fn hash(&self) -> &KeyHash {
+        &self.hash
     }
 }
 
 impl KeyStore {
-    /// Opens (creating if needed) the database under `data_dir`, creating `data_dir` with
-    /// mode 0700 if it does not exist. Fails with [`StoreError::Locked`] while another
-    /// process has it open.
-    pub fn open(data_dir: &Path) -> Result<KeyStore, StoreError> {
-        KeyStore::open_with(data_dir, OpenOptions::default())
-    }
-
-    /// Like [`KeyStore::open`], but while the database is locked retries for up to `wait`:
-    /// a `pyexec keys` command run while no server is up holds the lock for milliseconds,
-    /// and `serve` should not fail to start because of it.
-    pub fn open_waiting(data_dir: &Path, wait: Duration) -> Result<KeyStore, StoreError> {
-        let deadline = Instant::now() + wait;
-        loop {
-            match KeyStore::open(data_dir) {
-                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(LOCK_RETRY_INTERVAL);
-                }
-                result => return result,
+    /// Opens the store at `location`: for sled, waiting up to `wait` for a database another
+    /// process holds for a moment; for PostgreSQL, connecting and running pending migrations.
+    pub async fn open(
+        location: &StoreLocation,
+        wait: std::time::Duration,
+    ) -> Result<KeyStore, StoreError> {
+        Ok(match location {
+            StoreLocation::Sled(data_dir) => {
+                KeyStore::Sled(SledStore::open_waiting(data_dir, wait)?)
             }
-        }
-    }
-
-    pub(crate) fn open_with(data_dir: &Path, options: OpenOptions) -> Result<KeyStore, StoreError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(|source| StoreError::CreateDir {
-                path: data_dir.to_owned(),
-                source,
-            })?;
-        let db_path = data_dir.join(DB_DIR);
-        let db = sled::Config::new()
-            .path(&db_path)
-            .flush_every_ms(options.background_flush.then_some(500))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(_) if is_locked(&db_path) => StoreError::Locked {
-                    path: db_path.clone(),
-                },
-                e => StoreError::Db(e),
-            })?;
-        std::fs::set_permissions(&db_path, Permissions::from_mode(0o700)).map_err(|source| {
-            StoreError::Permissions {
-                path: db_path.clone(),
-                source,
-            }
-        })?;
-        let keys = db.open_tree(KEYS_TREE)?;
-        let log = Arc::new(File::open(db_path.join("db")).map_err(StoreError::Sync)?);
-        // Make the (possibly new) directory entries themselves durable, once.
-        for dir in [data_dir, db_path.as_path()] {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StoreError::Sync)?;
-        }
-        let committer = GroupCommit::new({
-            let (db, log) = (db.clone(), Arc::clone(&log));
-            Box::new(move || durable_flush(&db, &log).map_err(|e| crate::error_chain(&e)))
-        });
-        Ok(KeyStore {
-            data_dir: data_dir.into(),
-            log,
-            committer,
-            limiter: Arc::new(RateLimiter::new(options.clock)),
-            db,
-            keys,
-            failure: Arc::default(),
+            StoreLocation::Postgres(options) => KeyStore::Postgres(PgStore::open(options).await?),
         })
-    }
-
-    /// The data directory this store was opened in.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    /// Whether no key was ever created (first-run detection).
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.keys.is_empty())
-    }
-
-    /// Creates a key with fresh OS randomness. The returned [`ApiKey`] is the only copy of
-    /// the plaintext; the store keeps its SHA-256. Not yet flushed: call [`Self::commit`] or
-    /// [`Self::flush_blocking`] before reporting success.
-    pub fn create(&self, new: NewKey) -> Result<(ApiKey, KeyRecord), StoreError> {
-        new.validate()?;
-        loop {
-            let key = ApiKey::generate(new.env).map_err(StoreError::Entropy)?;
-            let stored = StoredKey {
-                hash: key.hash(),
-                record: KeyRecord {
-                    id: key.id(),
-                    name: new.name.clone(),
-                    description: new.description.clone(),
-                    env: new.env,
-                    created_at: OffsetDateTime::now_utc(),
-                    executions_limit: new.executions_limit,
-                    executions_used: 0,
-                    rate_limit_per_minute: new.rate_limit_per_minute,
-                    fuel_limit: new.fuel_limit,
-                    revoked_at: None,
-                },
-            };
-            let id = key.id();
-            // Insert only if the ID is free; on a (≈2^-47) collision draw a new key.
-            if self
-                .keys
-                .compare_and_swap(id.as_str(), None::<&[u8]>, Some(stored.encode()))?
-                .is_ok()
-            {
-                tracing::info!(key_id = %id, env = %new.env, "API key created");
-                return Ok((key, stored.record));
-            }
-        }
     }
 
     /// Checks a presented key: well-formed, known, matching hash (constant-time), not
     /// revoked. Logs the key's public ID at most, never the key.
-    pub fn authenticate(&self, presented: &str) -> Result<KeyRecord, AuthError> {
-        let Some(key) = ApiKey::parse(presented) else {
-            tracing::debug!("authentication failed: malformed key");
-            return Err(AuthError::Invalid);
-        };
-        let id = key.id();
-        let Some(stored) = self.load(&id)? else {
-            tracing::debug!(key_id = %id, "authentication failed: unknown key ID");
-            return Err(AuthError::Invalid);
-        };
-        if !stored.hash.ct_eq(&key.hash()) {
-            tracing::debug!(key_id = %id, "authentication failed: secret does not match");
-            return Err(AuthError::Invalid);
-        }
-        if stored.record.is_revoked() {
-            tracing::debug!(key_id = %id, "authentication failed: key revoked");
-            return Err(AuthError::Revoked);
-        }
-        Ok(stored.record)
-    }
-
-    /// Consumes one unit of the key's per-minute budget if one is left.
-    pub fn check_rate(&self, key: &KeyRecord) -> RateLimitStatus {
-        self.limiter.check(&key.id, key.rate_limit_per_minute)
-    }
-
-    /// The key's per-minute budget, without consuming any (for `GET /usage`).
-    pub fn rate_status(&self, key: &KeyRecord) -> RateLimitStatus {
-        self.limiter.peek(&key.id, key.rate_limit_per_minute)
-    }
-
-    /// Atomically charges one execution (compare-and-swap on the key's record) and returns
-    /// the executions left after the charge. Of any number of concurrent calls against a
-    /// limit `L`, exactly `L` succeed. Call [`Self::commit`] before telling the client.
-    pub fn admit(&self, key_id: &KeyId) -> Result<u64, AdmitError> {
-        let updated = self.modify(key_id, |stored| {
-            let r = &mut stored.record;
-            if r.is_revoked() {
-                return Err(AdmitError::Revoked);
+    pub async fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
+        match self {
+            KeyStore::Sled(store) => {
+                let record = store.authenticate(presented)?;
+                let rate = store.rate_status(&record);
+                let hash = ApiKey::parse(presented).ok_or(AuthError::Invalid)?.hash();
+                Ok(Caller::new(record, rate, hash))
             }
-            if r.executions_used >= r.executions_limit {
-                return Err(AdmitError::LimitExceeded);
-            }
-            r.executions_used += 1;
-            Ok(())
-        });
-        match updated {
-            Ok((_, new)) => Ok(new.executions_left()),
-            Err(Modify::NotFound) => Err(AdmitError::NotFound),
-            Err(Modify::Refused(e)) => Err(e),
-            Err(Modify::Store(e)) => Err(AdmitError::Store(self.record_failure(e))),
+            KeyStore::Postgres(store) => store.authenticate(presented).await,
         }
     }
 
-    /// Resolves once every write that returned before this call is durable; concurrent
-    /// callers share one flush (group commit, see the `keys::commit` module).
+    /// Admits one execution for `caller` as one atomic step: the key still authenticates and
+    /// is not revoked, its per-minute budget has room (a unit is consumed), and its quota has
+    /// room (one execution is charged). Of any number of concurrent admissions against a
+    /// limit `L`, on any number of nodes sharing the store, exactly `L` succeed. Await
+    /// [`Self::commit`] before telling the client.
+    pub async fn admit(&self, caller: &Caller) -> Result<Admitted, AdmitError> {
+        match self {
+            KeyStore::Sled(store) => {
+                let rate = store.check_rate(&caller.record);
+                if !rate.allowed {
+                    return Err(AdmitError::RateLimited(rate));
+                }
+                let executions_left = store.admit(&caller.record.id)?;
+                Ok(Admitted {
+                    executions_left,
+                    rate,
+                })
+            }
+            KeyStore::Postgres(store) => store.admit(caller).await,
+        }
+    }
+
+    /// Resolves once every admission that returned before this call is durable. sled makes
+    /// charges durable in groups (one flush for all waiting callers); PostgreSQL's admissions
+    /// are committed before they return, so there it resolves at once.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        match self.committer.commit().await {
-            Ok(()) => {
-                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                Ok(())
-            }
-            Err(e) => Err(self.record_failure(e)),
+        match self {
+            KeyStore::Sled(store) => store.commit().await,
+            KeyStore::Postgres(_) => Ok(()),
         }
     }
 
-    /// The last storage failure, while writes are failing; what `/health` reports.
-    pub fn storage_failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Why the store cannot serve admissions right now, if it cannot, and what clears it:
+    /// sled's last failed write (only a restart clears it), or PostgreSQL not answering a
+    /// probe (clears by itself once the database answers).
+    pub async fn unavailable(&self) -> Option<String> {
+        match self {
+            KeyStore::Sled(store) => store.storage_failure().map(|failure| {
+                format!(
+                    "the key database is failing ({failure}); restart the service once the \
+                     cause is fixed"
+                )
+            }),
+            KeyStore::Postgres(store) => {
+                store.probe().await.err().map(|failure| {
+                    format!("{failure}; executions are refused until it answers again")
+                })
+            }
+        }
     }
 
-    fn record_failure(&self, error: StoreError) -> StoreError {
-        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(crate::error_chain(&error));
-        error
-    }
-
-    /// How many flushes group commit has performed since open (each covers every
-    /// [`Self::commit`] waiting at the time); a metric.
-    pub fn group_commit_flushes(&self) -> u64 {
-        self.committer.flushes()
-    }
-
-    /// Flushes everything to disk (final flush on shutdown), on a blocking-pool thread.
-    ///
-    /// Not `sled::Db::flush_async`: in sled 0.34 concurrent `flush_async` calls deadlock
-    /// (spacejam/sled#1308, fixed only on sled's unreleased main branch); the benchmark in
-    /// this module hung on it.
+    /// Makes everything durable before the process exits.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (db, log) = (self.db.clone(), Arc::clone(&self.log));
-        tokio::task::spawn_blocking(move || durable_flush(&db, &log))
-            .await
-            .map_err(|e| StoreError::Commit(format!("flush task failed: {e}")))?
+        match self {
+            KeyStore::Sled(store) => store.flush().await,
+            KeyStore::Postgres(_) => Ok(()),
+        }
     }
 
-    /// Flushes everything to disk, blocking the calling thread (for the CLI).
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        durable_flush(&self.db, &self.log)
+    /// Whether no key was ever created (first-run detection).
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        match self {
+            KeyStore::Sled(store) => store.is_empty(),
+            KeyStore::Postgres(store) => store.is_empty().await,
+        }
     }
 
-    /// Every key, oldest first.
-    pub fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut records = self
-            .keys
-            .iter()
-            .map(|entry| {
-                let (id, bytes) = entry?;
-                Ok(StoredKey::decode(&id, &bytes)?.record)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(records)
+    /// Creates a key with fresh OS randomness, durably. The returned [`ApiKey`] is the only
+    /// copy of the plaintext; the store keeps its SHA-256.
+    pub async fn create(&self, new: NewKey) -> Result<(ApiKey, KeyRecord), StoreError> {
+        match self {
+            KeyStore::Sled(store) => {
+                let created = store.create(new)?;
+                store.commit().await?;
+                Ok(created)
+            }
+            KeyStore::Postgres(store) => store.create(new).await,
+        }
     }
 
     /// The key `key` refers to.
-    pub fn get(&self, key: &KeyRef) -> Result<KeyRecord, AdminError> {
-        Ok(self.resolve(key)?.record)
-    }
-
-    /// Revokes the key: it never authenticates or is admitted again. Idempotent; the first
-    /// revocation time is kept.
-    pub fn revoke(&self, key: &KeyRef) -> Result<KeyRecord, AdminError> {
-        let now = OffsetDateTime::now_utc();
-        let record = self.admin_update(key, |r| {
-            r.revoked_at.get_or_insert(now);
-        })?;
-        tracing::info!(key_id = %record.id, "API key revoked");
-        Ok(record)
-    }
-
-    /// Sets executions used to 0.
-    pub fn reset_executions(&self, key: &KeyRef) -> Result<KeyRecord, AdminError> {
-        let record = self.admin_update(key, |r| r.executions_used = 0)?;
-        tracing::info!(key_id = %record.id, "API key executions reset");
-        Ok(record)
-    }
-
-    /// Sets the total executions limit; executions left becomes `limit − used`, floored at 0.
-    pub fn update_limit(&self, key: &KeyRef, limit: u64) -> Result<KeyRecord, AdminError> {
-        let record = self.admin_update(key, |r| r.executions_limit = limit)?;
-        tracing::info!(key_id = %record.id, limit, "API key executions limit updated");
-        Ok(record)
-    }
-
-    fn admin_update(
-        &self,
-        key: &KeyRef,
-        mut change: impl FnMut(&mut KeyRecord),
-    ) -> Result<KeyRecord, AdminError> {
-        let id = self.resolve(key)?.record.id;
-        match self.modify(&id, |stored| {
-            change(&mut stored.record);
-            Ok::<(), std::convert::Infallible>(())
-        }) {
-            Ok((_, new)) => Ok(new),
-            Err(Modify::NotFound) => Err(AdminError::NotFound(key.to_string())),
-            Err(Modify::Refused(never)) => match never {},
-            Err(Modify::Store(e)) => Err(e.into()),
+    pub async fn get(&self, key: &KeyRef) -> Result<KeyRecord, AdminError> {
+        match self {
+            KeyStore::Sled(store) => store.get(key),
+            KeyStore::Postgres(store) => store.get(key).await,
         }
     }
 
-    /// Finds the record `key` names; a full key must also match the stored hash.
-    fn resolve(&self, key: &KeyRef) -> Result<StoredKey, AdminError> {
-        let not_found = || AdminError::NotFound(key.to_string());
-        let stored = self.load(&key.id())?.ok_or_else(not_found)?;
-        match key {
-            KeyRef::Id(_) => Ok(stored),
-            KeyRef::Key(plain) if stored.hash.ct_eq(&plain.hash()) => Ok(stored),
-            KeyRef::Key(_) => Err(not_found()),
-        }
-    }
-
-    fn load(&self, id: &KeyId) -> Result<Option<StoredKey>, StoreError> {
-        self.keys
-            .get(id.as_str())?
-            .map(|bytes| StoredKey::decode(id.as_str().as_bytes(), &bytes))
-            .transpose()
-    }
-
-    /// Compare-and-swap loop on one record: read, let `change` edit (or refuse), write back
-    /// only if the record is still byte-for-byte what was read, else retry. Admissions and
-    /// admin updates therefore never overwrite each other. Returns (old, new).
-    pub(crate) fn modify<E>(
-        &self,
-        id: &KeyId,
-        mut change: impl FnMut(&mut StoredKey) -> Result<(), E>,
-    ) -> Result<(KeyRecord, KeyRecord), Modify<E>> {
-        loop {
-            let Some(current) = self.keys.get(id.as_str())? else {
-                return Err(Modify::NotFound);
-            };
-            let old = StoredKey::decode(id.as_str().as_bytes(), &current)?;
-            let mut new = old.clone();
-            change(&mut new).map_err(Modify::Refused)?;
-            let swapped =
-                self.keys
-                    .compare_and_swap(id.as_str(), Some(&current), Some(new.encode()))?;
-            if swapped.is_ok() {
-                return Ok((old.record, new.record));
+    /// Revokes the key, durably: it never authenticates or is admitted again.
+    pub async fn revoke(&self, key: &KeyRef) -> Result<KeyRecord, AdminError> {
+        match self {
+            KeyStore::Sled(store) => {
+                let record = store.revoke(key)?;
+                store.commit().await?;
+                Ok(record)
             }
+            KeyStore::Postgres(store) => store.revoke(key).await,
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn db(&self) -> &sled::Db {
-        &self.db
-    }
-}
-
-/// `sled::Db::flush` writes sled's buffers and, on Linux, only `sync_file_range`s them: that
-/// survives `kill -9` but neither flushes the drive's cache nor the file's metadata. The
-/// `fdatasync` after it makes a flush survive power loss too; group commit pays it once per
-/// batch.
-fn durable_flush(db: &sled::Db, log: &File) -> Result<(), StoreError> {
-    db.flush()?;
-    log.sync_data().map_err(StoreError::Sync)
-}
-
-/// Whether another open file description holds sled's lock on `db_path/db` (sled uses an
-/// exclusive `flock`, as does `File::try_lock`).
-fn is_locked(db_path: &Path) -> bool {
-    let lock_file: PathBuf = db_path.join("db");
-    let Ok(file) = File::options().read(true).write(true).open(lock_file) else {
-        return false;
-    };
-    matches!(file.try_lock(), Err(TryLockError::WouldBlock))
 }

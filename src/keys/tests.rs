@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use super::rate::tests::ManualClock;
-use super::store::{Modify, OpenOptions};
+use super::sled::{Modify, OpenOptions};
 use super::*;
 
 fn new_key(env: Env, executions_limit: u64) -> NewKey {
@@ -23,8 +23,8 @@ fn new_key(env: Env, executions_limit: u64) -> NewKey {
     }
 }
 
-fn open(dir: &Path) -> KeyStore {
-    KeyStore::open(dir).unwrap()
+fn open(dir: &Path) -> SledStore {
+    SledStore::open(dir).unwrap()
 }
 
 fn id_ref(record: &KeyRecord) -> KeyRef {
@@ -263,7 +263,7 @@ fn test_and_prod_keys_are_independent() {
 fn check_rate_consumes_and_rate_status_peeks() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let store = KeyStore::open_with(
+    let store = SledStore::open_with(
         dir.path(),
         OpenOptions {
             clock: clock.clone(),
@@ -406,7 +406,7 @@ fn open_creates_a_private_data_dir_and_a_second_open_is_locked() {
         .mode();
     assert_eq!(db_mode & 0o777, 0o700);
 
-    match KeyStore::open(&data_dir) {
+    match SledStore::open(&data_dir) {
         Err(StoreError::Locked { path }) => assert_eq!(path, data_dir.join(DB_DIR)),
         other => panic!("expected Locked, got {other:?}"),
     }
@@ -420,7 +420,7 @@ fn open_waiting_outlasts_a_short_lock_but_not_a_long_one() {
     let held = open(dir.path());
     let started = Instant::now();
     assert!(matches!(
-        KeyStore::open_waiting(dir.path(), Duration::from_millis(200)),
+        SledStore::open_waiting(dir.path(), Duration::from_millis(200)),
         Err(StoreError::Locked { .. })
     ));
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -428,7 +428,7 @@ fn open_waiting_outlasts_a_short_lock_but_not_a_long_one() {
         std::thread::sleep(Duration::from_millis(200));
         drop(held);
     });
-    KeyStore::open_waiting(dir.path(), Duration::from_secs(10)).unwrap();
+    SledStore::open_waiting(dir.path(), Duration::from_secs(10)).unwrap();
     release.join().unwrap();
 }
 
@@ -437,7 +437,7 @@ fn open_reports_an_uncreatable_data_dir() {
     let parent = tempfile::tempdir().unwrap();
     let file = parent.path().join("not-a-dir");
     std::fs::write(&file, b"").unwrap();
-    match KeyStore::open(&file.join("data")) {
+    match SledStore::open(&file.join("data")) {
         Err(StoreError::CreateDir { path, .. }) => assert_eq!(path, file.join("data")),
         other => panic!("expected CreateDir, got {other:?}"),
     }
@@ -489,7 +489,7 @@ fn modify_reports_refusal_and_absence() {
 // Secrets at rest and in logs
 
 /// Every byte sled holds, through its API and in its files on disk.
-fn all_stored_bytes(store: &KeyStore, data_dir: &Path) -> Vec<u8> {
+fn all_stored_bytes(store: &SledStore, data_dir: &Path) -> Vec<u8> {
     store.flush_blocking().unwrap();
     let mut bytes = Vec::new();
     let db = store.db();
@@ -538,7 +538,7 @@ fn only_the_hash_is_stored() {
 #[test]
 fn key_store_is_a_cheap_shareable_handle() {
     fn assert_handle<T: Clone + Send + Sync + 'static>() {}
-    assert_handle::<KeyStore>();
+    assert_handle::<SledStore>();
 }
 
 #[test]
@@ -689,7 +689,7 @@ fn durability_child() {
     let (Ok(dir), Ok(id)) = (std::env::var(CHILD_DIR_VAR), std::env::var(CHILD_KEY_VAR)) else {
         return;
     };
-    let store = KeyStore::open_with(
+    let store = SledStore::open_with(
         Path::new(&dir),
         OpenOptions {
             background_flush: false,
@@ -881,7 +881,7 @@ struct ControlServer {
 }
 
 impl ControlServer {
-    fn start(store: &KeyStore) -> ControlServer {
+    fn start(store: &SledStore) -> ControlServer {
         let rt = runtime();
         let listener = rt.block_on(async { store.bind_control_socket() }).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1015,7 +1015,7 @@ fn key_admin_waits_briefly_for_a_starting_server() {
 fn mutations_through_the_socket_are_durable_before_the_reply() {
     let dir = tempfile::tempdir().unwrap();
     // sled's periodic flush is off: only commit() persists.
-    let store = KeyStore::open_with(
+    let store = SledStore::open_with(
         dir.path(),
         OpenOptions {
             background_flush: false,

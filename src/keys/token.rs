@@ -197,6 +197,16 @@ impl KeyHash {
         self.0.ct_eq(&other.0).into()
     }
 
+    /// The 32 bytes, as the PostgreSQL store keeps them.
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A hash read back from the PostgreSQL store; `None` unless exactly 32 bytes.
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<KeyHash> {
+        bytes.try_into().ok().map(KeyHash)
+    }
+
     #[cfg(test)]
     pub(crate) fn to_hex(&self) -> String {
         hex::encode(self.0)

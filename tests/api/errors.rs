@@ -35,9 +35,9 @@ async fn missing_invalid_and_revoked_keys_are_401() {
         );
     }
 
-    let key = app.key(10, 60);
+    let key = app.key(10, 60).await;
     let id = key[..16].parse().unwrap();
-    app.keys.revoke(&id).unwrap();
+    app.keys.revoke(&id).await.unwrap();
     let response = app.execute(&key, OK_BODY).await;
     assert!(
         header(&response, "ratelimit-limit").is_none(),
@@ -50,7 +50,7 @@ async fn missing_invalid_and_revoked_keys_are_401() {
 #[tokio::test]
 async fn exhausted_executions_are_429_with_the_prototype_detail() {
     let app = spawn_app().await;
-    let key = app.key(2, 60);
+    let key = app.key(2, 60).await;
     for left in [1, 0] {
         let (status, body) = json(app.execute(&key, OK_BODY).await).await;
         assert_eq!((status, &body["executions_left"]), (200, &json!(left)));
@@ -68,7 +68,7 @@ async fn exhausted_executions_are_429_with_the_prototype_detail() {
 #[tokio::test]
 async fn the_rate_limit_is_429_with_retry_after_and_not_charged() {
     let app = spawn_app().await;
-    let key = app.key(100, 2);
+    let key = app.key(100, 2).await;
     for _ in 0..2 {
         assert_eq!(app.execute(&key, OK_BODY).await.status(), 200);
     }
@@ -91,7 +91,7 @@ async fn the_rate_limit_is_429_with_retry_after_and_not_charged() {
 #[tokio::test]
 async fn bad_bodies_are_422_naming_the_field_and_not_charged() {
     let app = spawn_app().await;
-    let key = app.key(5, 1000);
+    let key = app.key(5, 1000).await;
     let cases = [
         ("{not json", None, "The request body is not valid JSON"),
         ("", None, "The request body is not valid JSON"),
@@ -137,7 +137,7 @@ async fn bad_bodies_are_422_naming_the_field_and_not_charged() {
 #[tokio::test]
 async fn data_past_the_nesting_limit_is_422_and_not_charged() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let limit = pyexec::sandbox::MAX_DATA_DEPTH;
     for (open, close) in [("[", "]"), (r#"{"k": "#, "}")] {
         // `data`'s own object is the first level.
@@ -166,7 +166,7 @@ async fn data_past_the_nesting_limit_is_422_and_not_charged() {
 #[tokio::test]
 async fn oversized_bodies_and_inputs_are_413() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let input_limit = app.state.sandbox.limits().input_bytes;
     // Over the input limit, under the body limit: refused by the sandbox's input check.
     let body = json!({"code": format!("# {}", "x".repeat(input_limit))}).to_string();
@@ -187,7 +187,7 @@ async fn oversized_bodies_and_inputs_are_413() {
 #[tokio::test]
 async fn non_json_content_types_are_415() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     for content_type in [
         "application/x-www-form-urlencoded",
         "text/plain",
@@ -246,7 +246,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
 #[tokio::test]
 async fn a_full_sandbox_is_503_with_retry_after_and_not_charged() {
     let app = spawn_app_with(sandbox_with(1, 0), 32).await;
-    let key = app.key(10, 1000);
+    let key = app.key(10, 1000).await;
     let running = app.execute_in_background(&key, SLEEP_BODY);
     app.until_running().await;
     let response = app.execute(&key, OK_BODY).await;
@@ -261,7 +261,7 @@ async fn a_full_sandbox_is_503_with_retry_after_and_not_charged() {
 #[tokio::test]
 async fn one_key_cannot_exceed_its_concurrency_cap() {
     let app = spawn_app_with(super::helpers::sandbox_with(2, 8), 1).await;
-    let key = app.key(10, 1000);
+    let key = app.key(10, 1000).await;
     let running = app.execute_in_background(&key, SLEEP_BODY);
     app.until_running().await;
     let response = app.execute(&key, OK_BODY).await;
@@ -272,7 +272,7 @@ async fn one_key_cannot_exceed_its_concurrency_cap() {
         (429, &json!("concurrency_limit_exceeded"))
     );
     // Another key is not affected.
-    let other = app.key(10, 1000);
+    let other = app.key(10, 1000).await;
     assert_eq!(app.execute(&other, OK_BODY).await.status(), 200);
     assert_eq!(running.await.unwrap().status(), 200);
     assert_eq!(app.execute(&key, OK_BODY).await.status(), 200);

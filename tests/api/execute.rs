@@ -9,7 +9,7 @@ const PROTOTYPE_EXAMPLE: &str = r#"{"code": "result = sum(data['numbers']) / len
 #[tokio::test]
 async fn the_prototype_example_answers_as_the_prototype_did() {
     let app = spawn_app().await;
-    let key = app.key(1000, 60);
+    let key = app.key(1000, 60).await;
     let response = app.execute(&key, PROTOTYPE_EXAMPLE).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
@@ -27,7 +27,7 @@ async fn the_prototype_example_answers_as_the_prototype_did() {
 #[tokio::test]
 async fn the_prototype_curl_example_returns_three() {
     let app = spawn_app().await;
-    let key = app.key(1000, 60);
+    let key = app.key(1000, 60).await;
     let (status, body) = json(
         app.execute(
             &key,
@@ -50,7 +50,7 @@ async fn the_prototype_curl_example_returns_three() {
 #[tokio::test]
 async fn data_is_optional_and_results_can_be_anything_json() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let (_, body) = json(
         app.execute(
             &key,
@@ -74,7 +74,7 @@ async fn data_is_optional_and_results_can_be_anything_json() {
 #[tokio::test]
 async fn big_integers_cross_http_exactly() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let response = app
         .execute(
             &key,
@@ -91,7 +91,7 @@ async fn big_integers_cross_http_exactly() {
 #[tokio::test]
 async fn failing_code_is_a_200_with_the_error_and_partial_stdout() {
     let app = spawn_app().await;
-    let key = app.key(10, 60);
+    let key = app.key(10, 60).await;
     let (status, body) = json(
         app.execute(&key, r#"{"code": "print('partial')\nx = 1\nx / 0"}"#)
             .await,
@@ -118,7 +118,7 @@ async fn failing_code_is_a_200_with_the_error_and_partial_stdout() {
 #[tokio::test]
 async fn limits_are_failures_of_the_code_and_are_charged() {
     let app = spawn_app().await;
-    let key = app.key(10, 60);
+    let key = app.key(10, 60).await;
     let (status, body) = json(app.execute(&key, r#"{"code": "while True: pass"}"#).await).await;
     assert_eq!(
         (status, &body["error"]["kind"], &body["executions_left"]),

@@ -66,7 +66,7 @@ pub async fn spawn_server(
     max_connections: usize,
 ) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let keys = KeyStore::open(data_dir.path()).unwrap();
+    let keys = crate::backend::key_store(data_dir.path()).await;
     let state = AppState::new(keys.clone(), sandbox, per_key_concurrency);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -91,7 +91,7 @@ pub async fn spawn_server(
 
 impl TestApp {
     /// A new key's plaintext.
-    pub fn key(&self, executions_limit: u64, rate_limit_per_minute: u32) -> String {
+    pub async fn key(&self, executions_limit: u64, rate_limit_per_minute: u32) -> String {
         let (key, _) = self
             .keys
             .create(NewKey {
@@ -102,13 +102,14 @@ impl TestApp {
                 rate_limit_per_minute,
                 fuel_limit: None,
             })
+            .await
             .unwrap();
         key.expose_secret().to_owned()
     }
 
     /// A key that no test will exhaust.
-    pub fn roomy_key(&self) -> String {
-        self.key(1_000_000, 1_000_000)
+    pub async fn roomy_key(&self) -> String {
+        self.key(1_000_000, 1_000_000).await
     }
 
     /// `POST /execute` with a JSON body.

@@ -7,7 +7,7 @@ use super::helpers::{header, json, spawn_app};
 #[tokio::test]
 async fn authenticated_responses_carry_quota_headers() {
     let app = spawn_app().await;
-    let key = app.key(10, 5);
+    let key = app.key(10, 5).await;
     let response = app.execute(&key, r#"{"code": "result = 1"}"#).await;
     assert_eq!(header(&response, "ratelimit-limit"), Some("5"));
     assert_eq!(header(&response, "ratelimit-remaining"), Some("4"));
@@ -31,7 +31,7 @@ async fn authenticated_responses_carry_quota_headers() {
 #[tokio::test]
 async fn usage_describes_the_calling_key() {
     let app = spawn_app().await;
-    let key = app.key(7, 30);
+    let key = app.key(7, 30).await;
     app.execute(&key, r#"{"code": "pass"}"#).await;
     let (status, body) = json(app.get("/usage", Some(&key)).await).await;
     assert_eq!(status, 200);
@@ -67,7 +67,7 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn metrics_move_after_an_execution() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let before = app.get("/metrics", None).await.text().await.unwrap();
     app.execute(&key, r#"{"code": "result = 1"}"#).await;
     app.execute(&key, r#"{"code": "1/0"}"#).await;

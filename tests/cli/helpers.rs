@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pyexec::keys::{KeyStore, serve_control};
+use pyexec::keys::{SledStore, serve_control};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -62,8 +62,8 @@ impl TestDir {
 
     /// Opens the key store in this process (the CLI must not be running). Waits for the lock:
     /// a store this process just dropped releases it only when sled's flusher thread ends.
-    pub fn store(&self) -> KeyStore {
-        KeyStore::open_waiting(&self.data_dir(), std::time::Duration::from_secs(5)).unwrap()
+    pub fn store(&self) -> SledStore {
+        SledStore::open_waiting(&self.data_dir(), std::time::Duration::from_secs(5)).unwrap()
     }
 }
 
@@ -165,7 +165,7 @@ pub fn assert_no_secret(text: &str, key: &str) {
 
 /// `serve_control` on a store opened in this process, like `pyexec serve` runs it.
 pub struct ControlServer {
-    pub store: KeyStore,
+    pub store: SledStore,
     rt: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -173,7 +173,7 @@ pub struct ControlServer {
 
 impl ControlServer {
     pub fn start(dir: &TestDir) -> ControlServer {
-        let store = KeyStore::open(&dir.data_dir()).unwrap();
+        let store = SledStore::open(&dir.data_dir()).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

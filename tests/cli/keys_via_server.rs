@@ -1,7 +1,7 @@
 //! `pyexec keys …` while a server holds the database: the CLI must go through the control
 //! socket, behave exactly as without a server, and take effect on the server at once.
 
-use pyexec::keys::{AdmitError, AuthError, KeyId, KeyStore, StoreError};
+use pyexec::keys::{AdmitError, AuthError, KeyId, SledStore, StoreError};
 
 use crate::helpers::{ControlServer, TestDir, assert_no_secret, shown_key};
 
@@ -16,7 +16,7 @@ fn every_command_goes_through_the_running_server_and_takes_effect_at_once() {
     let store = &server.store;
     // The CLI cannot open the database itself while the server holds it.
     assert!(matches!(
-        KeyStore::open(&dir.data_dir()),
+        SledStore::open(&dir.data_dir()),
         Err(StoreError::Locked { .. })
     ));
 

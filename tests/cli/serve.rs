@@ -215,7 +215,7 @@ async fn a_cold_start_keeps_no_more_memory_than_a_warm_one() {
     let mut resident = Vec::new();
     let mut key = None;
     for _start in ["cold", "warm"] {
-        let server = Server::start_with_cache(&dir.data_dir(), &cache);
+        let server = Server::start_with_cache(&dir.data_dir(), &cache, &[]);
         let key: &str = key.get_or_insert_with(|| shown_key(&server.banner, "test"));
         for n in 0..20 {
             let body = json!({"code": "result = sum(data['x'])", "data": {"x": [n, 1]}});

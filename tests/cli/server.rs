@@ -20,12 +20,17 @@ pub struct Server {
 impl Server {
     /// Starts with the compiled-module cache every test binary shares.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with more arguments for `serve` (e.g. `--store URL`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
-        Server::start_with_cache(data_dir, &cache)
+        Server::start_with_cache(data_dir, &cache, extra)
     }
 
     /// Starts with `cache` as the compiled-module cache (an empty one compiles the guest).
-    pub fn start_with_cache(data_dir: &Path, cache: &Path) -> Server {
+    pub fn start_with_cache(data_dir: &Path, cache: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
             .args([
                 "serve",
@@ -40,6 +45,7 @@ impl Server {
             .arg(data_dir)
             .arg("--module-cache-dir")
             .arg(cache)
+            .args(extra)
             .env("PYEXEC_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -231,7 +231,7 @@ async fn assert_still_healthy(app: &TestApp, key: &str) {
 #[tokio::test]
 async fn hostile_code_gets_a_clear_outcome_and_changes_nothing() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     for case in CASES {
         let body = json!({"code": case.code}).to_string();
         let (status, reply) = json(app.execute(&key, &body).await).await;
@@ -258,7 +258,7 @@ async fn hostile_code_gets_a_clear_outcome_and_changes_nothing() {
 async fn the_servers_environment_is_invisible() {
     // SAFETY of the test: set before any thread reads the environment concurrently.
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let (_, reply) = json(
         app.execute(
             &key,
@@ -276,7 +276,7 @@ async fn the_servers_environment_is_invisible() {
 #[tokio::test]
 async fn nothing_of_one_request_is_visible_to_the_next() {
     let app = spawn_app().await;
-    let (first, second) = (app.roomy_key(), app.roomy_key());
+    let (first, second) = (app.roomy_key().await, app.roomy_key().await);
     let marker = "tenant-one-secret-7f3a9c";
     let body = json!({
         "code": "import builtins, json, sys\nbuiltins.open = None\njson.loads = None\nsys.modules['os'] = None\nsecret = data['secret']\nresult = secret",
@@ -296,7 +296,7 @@ async fn nothing_of_one_request_is_visible_to_the_next() {
 #[tokio::test]
 async fn entropy_is_fresh_per_request() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let code = r#"{"code": "import random, os, secrets, uuid\nresult = [random.random(), random.Random().random(), os.urandom(16).hex(), secrets.token_hex(16), str(uuid.uuid4()), hash('abc')]"}"#;
     let (_, a) = json(app.execute(&key, code).await).await;
     let (_, b) = json(app.execute(&key, code).await).await;

@@ -23,7 +23,7 @@ async fn read_reply(stream: &mut TcpStream, limit: Duration) -> String {
 /// Opens a connection and sends a `POST /execute` whose headers promise 100 bytes of body,
 /// and the first 12 of them; the key it used, and the connection.
 async fn start_a_body(app: &TestApp) -> (String, TcpStream) {
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let mut stream = TcpStream::connect(host_port(&app.base)).await.unwrap();
     let request = format!(
         "POST /execute HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"code\": \"res"
@@ -54,7 +54,7 @@ async fn a_truncated_body_is_a_clear_error_not_a_hang() {
 #[tokio::test]
 async fn huge_headers_are_refused() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     for headers in [
         format!("X-Big: {}\r\n", "a".repeat(1 << 20)),
         (0..500)
@@ -78,7 +78,7 @@ async fn huge_headers_are_refused() {
 #[tokio::test]
 async fn slow_connections_neither_block_others_nor_linger() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     // Two hundred clients that start a request and never finish its headers.
     let mut slow = Vec::new();
     for _ in 0..200 {
@@ -112,7 +112,7 @@ async fn slow_connections_neither_block_others_nor_linger() {
 #[tokio::test]
 async fn a_flood_of_invalid_keys_is_cheap_and_harmless() {
     let app = spawn_app().await;
-    let good = app.roomy_key();
+    let good = app.roomy_key().await;
     let known_id = &good[..16];
     let started = Instant::now();
     let mut clients = Vec::new();

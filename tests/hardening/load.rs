@@ -10,7 +10,7 @@ use super::helpers::{json, post_execute, sandbox_with, spawn_app, spawn_app_with
 async fn exactly_the_limit_is_admitted_under_concurrent_load() {
     let app = spawn_app().await;
     let limit = 60;
-    let key = app.key(limit, 1_000_000);
+    let key = app.key(limit, 1_000_000).await;
     let mut clients = Vec::new();
     for _ in 0..32 {
         let (http, base, key) = (app.client.clone(), app.base.clone(), key.clone());
@@ -36,7 +36,7 @@ async fn exactly_the_limit_is_admitted_under_concurrent_load() {
         (&usage["executions_used"], &usage["executions_left"]),
         (&json!(limit), &json!(0))
     );
-    let stored = app.keys.get(&key.parse().unwrap()).unwrap();
+    let stored = app.keys.get(&key.parse().unwrap()).await.unwrap();
     assert_eq!(stored.executions_used, limit);
 }
 
@@ -44,7 +44,7 @@ async fn exactly_the_limit_is_admitted_under_concurrent_load() {
 async fn cpu_hogs_do_not_starve_health_or_other_tenants() {
     // Two workers, a roomy queue and per-key cap: the hog can queue 16 endless loops.
     let app = spawn_app_with(sandbox_with(2, 32), 16).await;
-    let hog = app.roomy_key();
+    let hog = app.roomy_key().await;
     let hogs: Vec<_> = (0..16)
         .map(|_| app.execute_in_background(&hog, r#"{"code": "while True: pass"}"#))
         .collect();
@@ -61,7 +61,7 @@ async fn cpu_hogs_do_not_starve_health_or_other_tenants() {
     );
 
     // Another tenant waits for one running hog at most, not for the whole backlog.
-    let other = app.roomy_key();
+    let other = app.roomy_key().await;
     let started = Instant::now();
     let (status, body) = json(
         app.execute(&other, r#"{"code": "result = 'served'"}"#)
@@ -86,7 +86,7 @@ async fn cpu_hogs_do_not_starve_health_or_other_tenants() {
 #[ignore = "long tier: scripts/long-tier.sh"]
 async fn rss_stays_flat_over_ten_thousand_executions() {
     let app = spawn_app().await;
-    let key = app.roomy_key();
+    let key = app.roomy_key().await;
     let run = |n: usize| {
         let (http, base, key) = (app.client.clone(), app.base.clone(), key.clone());
         async move {

@@ -3,6 +3,8 @@
 //! Tests marked `#[ignore]` are the long tier (`scripts/long-tier.sh`).
 
 mod adversarial;
+#[path = "../api/sled_backend.rs"]
+mod backend;
 mod disk;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]

@@ -29,7 +29,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         .build()
         .unwrap();
     let app = runtime.block_on(spawn_app());
-    let key = app.roomy_key();
+    let key = runtime.block_on(app.roomy_key());
     Fixture { runtime, app, key }
 });
 

@@ -1,6 +1,6 @@
 //! `pyexec keys add`: creates a key and prints it, the only time its plaintext is shown.
 
-use std::path::Path;
+use crate::keys::StoreLocation;
 
 use crate::keys::{DEFAULT_RATE_LIMIT_PER_MINUTE, Env, NewKey};
 
@@ -47,8 +47,8 @@ pub struct Args {
     output: OutputArgs,
 }
 
-pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
-    let (key, record) = super::open(data_dir)?.create(NewKey {
+pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
+    let (key, record) = super::open(store)?.create(NewKey {
         name: args.name,
         description: args.description,
         env: args.env,

@@ -1,6 +1,6 @@
 //! `pyexec keys list`: every key with its usage; never a secret or a hash.
 
-use std::path::Path;
+use crate::keys::StoreLocation;
 
 use super::OutputArgs;
 use super::output::{KeyJson, clean, fuel, print, print_json, status, table, timestamp};
@@ -12,8 +12,8 @@ pub struct Args {
     output: OutputArgs,
 }
 
-pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
-    let records = super::open(data_dir)?.list()?;
+pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
+    let records = super::open(store)?.list()?;
     if args.output.json {
         return print_json(&records.iter().map(KeyJson::new).collect::<Vec<_>>());
     }

@@ -3,12 +3,10 @@
 //! operation goes through [`crate::keys::KeyAdmin`], which opens the database directly or,
 //! while `pyexec serve` holds it, talks to the server's control socket.
 
-use std::path::Path;
-
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::keys::{AdminError, KeyAdmin, KeyRecord, KeyRef};
+use crate::keys::{AdminError, KeyAdmin, KeyRecord, KeyRef, StoreLocation};
 
 mod add;
 mod list;
@@ -22,8 +20,10 @@ mod update_limit;
 ///
 /// Works whether or not `pyexec serve` is running on the data directory: without a server
 /// the key database is opened directly; while a server holds it, the command goes through
-/// the server's control socket (`<DIR>/control.sock`) and takes effect immediately. Either
-/// way a change is on disk before the command reports success.
+/// the server's control socket (`<DIR>/control.sock`) and takes effect immediately. With
+/// `--store postgres://…` the command talks to PostgreSQL from any machine, and every node
+/// sees the change on its next request. Either way a change is durable before the command
+/// reports success.
 ///
 /// KEY arguments accept a key's ID as shown by `list` (for example `sk_test_AbCd1234`) or
 /// the full secret key.
@@ -38,14 +38,14 @@ pub enum KeysCommand {
 }
 
 impl KeysCommand {
-    pub fn run(self, data_dir: &Path) -> anyhow::Result<()> {
+    pub fn run(self, store: &StoreLocation) -> anyhow::Result<()> {
         match self {
-            KeysCommand::Add(args) => add::run(args, data_dir),
-            KeysCommand::List(args) => list::run(args, data_dir),
-            KeysCommand::Show(args) => show::run(args, data_dir),
-            KeysCommand::ResetExecutions(args) => reset_executions::run(args, data_dir),
-            KeysCommand::UpdateLimit(args) => update_limit::run(args, data_dir),
-            KeysCommand::Revoke(args) => revoke::run(args, data_dir),
+            KeysCommand::Add(args) => add::run(args, store),
+            KeysCommand::List(args) => list::run(args, store),
+            KeysCommand::Show(args) => show::run(args, store),
+            KeysCommand::ResetExecutions(args) => reset_executions::run(args, store),
+            KeysCommand::UpdateLimit(args) => update_limit::run(args, store),
+            KeysCommand::Revoke(args) => revoke::run(args, store),
         }
     }
 }
@@ -72,10 +72,11 @@ impl KeyArg {
     }
 }
 
-/// Opens the key database in `data_dir`, or connects to the server that holds it.
-fn open(data_dir: &Path) -> anyhow::Result<KeyAdmin> {
-    KeyAdmin::open(data_dir)
-        .with_context(|| format!("cannot open the key store in {}", data_dir.display()))
+/// Opens the key store: the sled database in the data directory (or the server that holds
+/// it), or PostgreSQL.
+fn open(store: &StoreLocation) -> anyhow::Result<KeyAdmin> {
+    KeyAdmin::open_at(store)
+        .with_context(|| format!("cannot open the key store {}", store.describe()))
 }
 
 /// What the subcommands acting on one key share: parse KEY, apply `change` (directly or through
@@ -83,12 +84,12 @@ fn open(data_dir: &Path) -> anyhow::Result<KeyAdmin> {
 fn act_on_key(
     key: &KeyArg,
     output: &OutputArgs,
-    data_dir: &Path,
+    store: &StoreLocation,
     change: impl FnOnce(&mut KeyAdmin, KeyRef) -> Result<KeyRecord, AdminError>,
     describe: impl FnOnce(&KeyRecord) -> String,
 ) -> anyhow::Result<()> {
     let key = key.parse()?;
-    let record = change(&mut open(data_dir)?, key)?;
+    let record = change(&mut open(store)?, key)?;
     if output.json {
         return output::print_json(&output::KeyJson::new(&record));
     }

@@ -1,6 +1,6 @@
 //! `pyexec keys reset-executions KEY`: sets a key's executions used back to 0.
 
-use std::path::Path;
+use crate::keys::StoreLocation;
 
 use super::output::clean;
 use super::{KeyArg, OutputArgs};
@@ -15,11 +15,11 @@ pub struct Args {
     output: OutputArgs,
 }
 
-pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
+pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
     super::act_on_key(
         &args.key,
         &args.output,
-        data_dir,
+        store,
         |admin, key| admin.reset_executions(key),
         |record| {
             format!(

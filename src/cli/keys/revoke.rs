@@ -1,6 +1,6 @@
 //! `pyexec keys revoke KEY`: permanently disables a key.
 
-use std::path::Path;
+use crate::keys::StoreLocation;
 
 use super::output::{clean, status};
 use super::{KeyArg, OutputArgs};
@@ -18,11 +18,11 @@ pub struct Args {
     output: OutputArgs,
 }
 
-pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
+pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
     super::act_on_key(
         &args.key,
         &args.output,
-        data_dir,
+        store,
         |admin, key| admin.revoke(key),
         |record| {
             format!(

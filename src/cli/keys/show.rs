@@ -1,6 +1,6 @@
 //! `pyexec keys show KEY`: one key's details; never its secret or hash.
 
-use std::path::Path;
+use crate::keys::StoreLocation;
 
 use super::output::details;
 use super::{KeyArg, OutputArgs};
@@ -15,11 +15,11 @@ pub struct Args {
     output: OutputArgs,
 }
 
-pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
+pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
     super::act_on_key(
         &args.key,
         &args.output,
-        data_dir,
+        store,
         |admin, key| admin.show(key),
         details,
     )

@@ -1,6 +1,6 @@
 //! `pyexec keys update-limit KEY N`: sets a key's total executions limit.
 
-use std::path::Path;
+use crate::keys::StoreLocation;
 
 use super::output::clean;
 use super::{KeyArg, OutputArgs};
@@ -20,11 +20,11 @@ pub struct Args {
     output: OutputArgs,
 }
 
-pub fn run(args: Args, data_dir: &Path) -> anyhow::Result<()> {
+pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
     super::act_on_key(
         &args.key,
         &args.output,
-        data_dir,
+        store,
         |admin, key| admin.update_limit(key, args.limit),
         |record| {
             format!(

@@ -35,10 +35,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use super::error::{AdminError, StoreError};
-use super::record::{KeyRecord, NewKey};
-use super::store::KeyStore;
-use super::token::{ApiKey, KeyRef};
+use super::store::SledStore;
+use crate::keys::error::{AdminError, StoreError};
+use crate::keys::record::{KeyRecord, NewKey};
+use crate::keys::token::{ApiKey, KeyRef};
 
 /// The socket file inside the data directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -143,7 +143,7 @@ mod plaintext {
 
 /// Runs one admin operation against the store. Shared by the direct path (CLI with the
 /// database open) and the server side of the socket, so both behave identically.
-pub(crate) fn execute(store: &KeyStore, request: Request) -> Result<Reply, AdminError> {
+pub(crate) fn execute(store: &SledStore, request: Request) -> Result<Reply, AdminError> {
     Ok(match request {
         Request::Add { new_key } => {
             let (key, record) = store.create(new_key)?;
@@ -171,7 +171,7 @@ impl AdminError {
     }
 }
 
-impl KeyStore {
+impl SledStore {
     /// Binds `<data_dir>/control.sock` with mode 0600, replacing a stale socket file left by
     /// a server that died (safe: holding this store means holding the database lock, so no
     /// live server owns it). Must be called inside a tokio runtime.
@@ -203,12 +203,12 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Serves admin requests on `listener` (from [`KeyStore::bind_control_socket`]) until
+/// Serves admin requests on `listener` (from [`SledStore::bind_control_socket`]) until
 /// `shutdown` resolves; then stops accepting, gives requests in flight a few seconds, and
 /// removes the socket file.
 pub async fn serve_control(
     listener: UnixListener,
-    store: KeyStore,
+    store: SledStore,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut connections = JoinSet::new();
@@ -238,7 +238,7 @@ pub async fn serve_control(
     }
 }
 
-async fn handle_connection(stream: UnixStream, store: KeyStore) {
+async fn handle_connection(stream: UnixStream, store: SledStore) {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
     let mut line = String::new();
@@ -283,7 +283,7 @@ fn bad_request(message: String) -> Response {
     })
 }
 
-async fn respond(store: &KeyStore, line: &str) -> Response {
+async fn respond(store: &SledStore, line: &str) -> Response {
     let request: Request = match serde_json::from_str(line) {
         Ok(request) => request,
         Err(error) => return bad_request(format!("malformed request: {error}")),

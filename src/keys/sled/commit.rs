@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::error::StoreError;
+use crate::keys::error::StoreError;
 
 /// Makes everything written so far durable (the store's flush + fdatasync outside tests).
 type FlushFn = Box<dyn Fn() -> Result<(), String> + Send + Sync>;

@@ -1,0 +1,10 @@
+//! The key store the API and hardening tests run against: sled in the test's data directory.
+//! (The `cluster` binary runs the same tests against PostgreSQL with its own `backend`.)
+
+use std::path::Path;
+
+use pyexec::keys::{KeyStore, SledStore};
+
+pub async fn key_store(data_dir: &Path) -> KeyStore {
+    KeyStore::Sled(SledStore::open(data_dir).unwrap())
+}

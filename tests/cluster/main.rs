@@ -1,0 +1,21 @@
+//! Cluster mode against a real PostgreSQL (started by these tests, one server for the binary;
+//! the outage tests start their own): the API tests of `tests/api` re-run with the PostgreSQL
+//! key store, the store's own guarantees across several handles ("nodes") in one process, and
+//! real `pyexec serve` nodes sharing one database.
+
+#[path = "../api/errors.rs"]
+mod api_errors;
+#[path = "../api/execute.rs"]
+mod api_execute;
+#[path = "../api/observability.rs"]
+mod api_observability;
+mod backend;
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod nodes;
+mod pg;
+#[allow(dead_code)]
+#[path = "../cli/server.rs"]
+mod server;
+mod store;
