@@ -99,12 +99,16 @@ for _module in (_thread, threading):
             setattr(_module, _name, _refuse_thread)
 ";
 
-/// Run once before the snapshot: the sandbox is a machine without a network, and WASI has no
-/// `gethostname`; libraries that read the host name when imported (boltons' `iterutils`, logging
-/// set-ups) get the name such a machine has instead of an `OSError`.
-const HOST_NAME: &str = "
-import socket
+/// Run once before the snapshot: the sandbox is a machine without a network or a time zone, and
+/// RustPython on WASI has neither `gethostname` nor `time.timezone`/`tzname`. Libraries that read
+/// them when imported or parsing (boltons' `iterutils` and `timeutils`, dateutil's parser, logging
+/// set-ups) get what such a machine has, a host called `localhost` on UTC, instead of an error.
+const MACHINE_IDENTITY: &str = "
+import socket, time
 socket.gethostname = lambda: 'localhost'
+for _name, _value in (('timezone', 0), ('altzone', 0), ('daylight', 0), ('tzname', ('UTC', 'UTC'))):
+    if not hasattr(time, _name):
+        setattr(time, _name, _value)
 ";
 
 /// Run once before the snapshot: asyncio's event loop wakes itself through a socket pair and
@@ -242,7 +246,7 @@ pub extern "C" fn wizer_initialize() {
         for (setup, what) in [
             (REFUSE_THREADS, "disable threads"),
             (ASYNCIO_WITHOUT_IO, "set up asyncio"),
-            (HOST_NAME, "name the host"),
+            (MACHINE_IDENTITY, "name the host and its time zone"),
         ] {
             if let Err(exc) = vm.run_simple_string(setup) {
                 vm.print_exception(&exc);

@@ -811,8 +811,26 @@ pub(crate) fn init(context: &'static Context) {
         .store(Some(vectorcall_tuple));
 }
 
+/// CPython's tuple hash (xxHash's 64-bit lanes, `tuplehash` in Objects/tupleobject.c).
+/// `PyHash` is 64 bits on every target, so the 64-bit constants are used everywhere:
+/// `common::hash::hash_tuple` picks the 32-bit ones on wasm32, which gave tuples other hashes
+/// than CPython's and so another order in sets.
 pub(super) fn tuple_hash(elements: &[PyObjectRef], vm: &VirtualMachine) -> PyResult<PyHash> {
-    hash::hash_tuple(elements.iter().map(|val| element_hash(val, vm)))
+    const PRIME1: u64 = 11400714785074694791;
+    const PRIME2: u64 = 14029467366897019727;
+    const PRIME5: u64 = 2870177450012600261;
+    let mut acc = PRIME5;
+    for element in elements {
+        let lane = element_hash(element, vm)? as u64;
+        acc = acc.wrapping_add(lane.wrapping_mul(PRIME2));
+        acc = acc.rotate_left(31);
+        acc = acc.wrapping_mul(PRIME1);
+    }
+    acc = acc.wrapping_add(elements.len() as u64 ^ (PRIME5 ^ 3527539));
+    match acc as PyHash {
+        -1 => Ok(1546275796),
+        hash => Ok(hash),
+    }
 }
 
 /// Hash a single tuple element, skipping the generic recursion guard for
