@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::StoreError;
-use super::token::{Env, KeyHash, KeyId};
+use super::token::{ApiKey, Env, KeyHash, KeyId};
 
 /// The rate limit a key gets when none is given.
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 60;
@@ -66,6 +66,28 @@ pub struct NewKey {
 }
 
 impl NewKey {
+    /// Draws a fresh key (OS randomness) and the record a store keeps for it: its SHA-256,
+    /// never the plaintext, which only the returned [`ApiKey`] holds.
+    pub(crate) fn draw(&self) -> Result<(ApiKey, StoredKey), StoreError> {
+        let key = ApiKey::generate(self.env).map_err(StoreError::Entropy)?;
+        let stored = StoredKey {
+            hash: key.hash(),
+            record: KeyRecord {
+                id: key.id(),
+                name: self.name.clone(),
+                description: self.description.clone(),
+                env: self.env,
+                created_at: OffsetDateTime::now_utc(),
+                executions_limit: self.executions_limit,
+                executions_used: 0,
+                rate_limit_per_minute: self.rate_limit_per_minute,
+                fuel_limit: self.fuel_limit,
+                revoked_at: None,
+            },
+        };
+        Ok((key, stored))
+    }
+
     /// Rejects an empty or over-long name, an over-long description, a zero rate limit and a
     /// zero fuel limit. The same checks run whether the request came from the CLI directly or
     /// over the control socket.

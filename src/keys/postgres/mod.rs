@@ -31,7 +31,6 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{GenericClient, NoTls, Row};
 
@@ -262,22 +261,7 @@ impl PgStore {
     pub async fn create(&self, new: NewKey) -> Result<(ApiKey, KeyRecord), StoreError> {
         new.validate()?;
         loop {
-            let key = ApiKey::generate(new.env).map_err(StoreError::Entropy)?;
-            let stored = StoredKey {
-                hash: key.hash(),
-                record: KeyRecord {
-                    id: key.id(),
-                    name: new.name.clone(),
-                    description: new.description.clone(),
-                    env: new.env,
-                    created_at: OffsetDateTime::now_utc(),
-                    executions_limit: new.executions_limit,
-                    executions_used: 0,
-                    rate_limit_per_minute: new.rate_limit_per_minute,
-                    fuel_limit: new.fuel_limit,
-                    revoked_at: None,
-                },
-            };
+            let (key, stored) = new.draw()?;
             // On a (≈2^-47) ID collision, draw a new key.
             let client = self.pool.get().await?;
             if insert(&**client, &stored, false).await? {

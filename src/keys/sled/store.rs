@@ -176,22 +176,7 @@ impl SledStore {
     pub fn create(&self, new: NewKey) -> Result<(ApiKey, KeyRecord), StoreError> {
         new.validate()?;
         loop {
-            let key = ApiKey::generate(new.env).map_err(StoreError::Entropy)?;
-            let stored = StoredKey {
-                hash: key.hash(),
-                record: KeyRecord {
-                    id: key.id(),
-                    name: new.name.clone(),
-                    description: new.description.clone(),
-                    env: new.env,
-                    created_at: OffsetDateTime::now_utc(),
-                    executions_limit: new.executions_limit,
-                    executions_used: 0,
-                    rate_limit_per_minute: new.rate_limit_per_minute,
-                    fuel_limit: new.fuel_limit,
-                    revoked_at: None,
-                },
-            };
+            let (key, stored) = new.draw()?;
             let id = key.id();
             // Insert only if the ID is free; on a (≈2^-47) collision draw a new key.
             if self
