@@ -1,5 +1,5 @@
 //! The command line: `pyexec serve`, `pyexec run`, `pyexec keys …`, `pyexec store …`,
-//! `pyexec completions`.
+//! `pyexec compile`, `pyexec completions`.
 //! Each subcommand lives in its own module with its `Args` and `run()`.
 
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod compile;
 mod completions;
 pub mod keys;
 mod run;
@@ -44,6 +45,7 @@ pub enum Command {
     Keys(keys::KeysCommand),
     #[command(subcommand)]
     Store(store::StoreCommand),
+    Compile(compile::CompileArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -80,6 +82,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 .location(&cli.data_dir)
                 .and_then(|store| command.run(&store))
                 .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Compile(args) => {
+            init_tracing("info");
+            args.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
         }
         Command::Completions(args) => {
             args.run();

@@ -5,7 +5,7 @@ use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use wasmtime::{Config, Engine, Module, OptLevel};
@@ -95,28 +95,60 @@ pub fn load_guest(
     let Some(cache_dir) = cache_dir else {
         return compile(engine, wasm);
     };
-    let guest = sha256.get(..16).unwrap_or("unknown");
-    let path = cache_dir.join(format!("python-{guest}-{engine_key:016x}.cwasm"));
-    if path.exists() {
-        match deserialize(engine, &path) {
-            Ok(module) => return Ok(module),
-            Err(err) => tracing::warn!(
-                path = %path.display(),
-                "discarding unusable compiled-module cache: {err:#}"
-            ),
-        }
+    let path = cache_path(cache_dir, engine_key, sha256);
+    if let Some(module) = load_cached(engine, &path) {
+        return Ok(module);
     }
     let module = compile(engine, wasm)?;
     if let Err(err) = store(&module, cache_dir, &path) {
         tracing::warn!(path = %path.display(), "could not cache the compiled module: {err:#}");
         return Ok(module);
     }
-    // Cranelift's ~500 MiB of working memory is freed by now, but the allocator keeps it, and
-    // the compiled code sits in anonymous memory: load the module from the cache as a warm start
-    // does (a file mapping, paged in as used) and hand the freed memory back.
+    // Cranelift's ~500 MiB of working memory is freed by now, but the allocator keeps much of
+    // it, and the compiled code sits in anonymous memory: load the module from the cache as a
+    // warm start does (a file mapping, paged in as used) and hand the freed memory back. Only a
+    // compile in another process (`pyexec compile`, which `serve` runs) gives all of it back.
     drop(module);
     return_freed_memory();
     deserialize(engine, &path)
+}
+
+/// Makes sure `cache_dir` holds the compiled guest for this engine, compiling it if not;
+/// returns the file and whether it had to compile.
+pub fn fill_cache(
+    engine: &Engine,
+    engine_key: u64,
+    wasm: &[u8],
+    sha256: &str,
+    cache_dir: &Path,
+) -> anyhow::Result<(PathBuf, bool)> {
+    let path = cache_path(cache_dir, engine_key, sha256);
+    if load_cached(engine, &path).is_some() {
+        return Ok((path, false));
+    }
+    store(&compile(engine, wasm)?, cache_dir, &path)?;
+    Ok((path, true))
+}
+
+/// Where the guest `sha256` compiled by the engine `engine_key` is cached.
+pub fn cache_path(cache_dir: &Path, engine_key: u64, sha256: &str) -> PathBuf {
+    let guest = sha256.get(..16).unwrap_or("unknown");
+    cache_dir.join(format!("python-{guest}-{engine_key:016x}.cwasm"))
+}
+
+/// The cached module at `path`, if there is one that loads.
+fn load_cached(engine: &Engine, path: &Path) -> Option<Module> {
+    if !path.exists() {
+        return None;
+    }
+    deserialize(engine, path)
+        .inspect_err(|err| {
+            tracing::warn!(
+                path = %path.display(),
+                "discarding unusable compiled-module cache: {err:#}"
+            );
+        })
+        .ok()
 }
 
 /// Returns the allocator's free memory to the operating system.

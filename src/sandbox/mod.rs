@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -156,12 +157,32 @@ impl Sandbox {
         Self::start(config, wasm, &sha256)
     }
 
+    /// Whether `config`'s module cache holds the embedded guest compiled for `config`'s
+    /// engine, so that [`new`](Self::new) starts in milliseconds instead of compiling.
+    pub fn is_compiled(config: &SandboxConfig) -> anyhow::Result<bool> {
+        let Some(cache_dir) = &config.cache_dir else {
+            return Ok(false);
+        };
+        let (_, engine_key) = engine::engine(uses_pooling(config))?;
+        Ok(engine::cache_path(cache_dir, engine_key, GUEST_SHA256).exists())
+    }
+
+    /// Compiles the embedded guest into `config`'s module cache unless it is there already,
+    /// as [`new`](Self::new) would, without starting anything; returns the cached file and
+    /// whether it had to compile.
+    pub fn compile_into_cache(config: &SandboxConfig) -> anyhow::Result<(PathBuf, bool)> {
+        let cache_dir = config
+            .cache_dir
+            .as_deref()
+            .context("no module cache directory to compile into")?;
+        let (engine, engine_key) = engine::engine(uses_pooling(config))?;
+        engine::fill_cache(&engine, engine_key, GUEST_WASM, GUEST_SHA256, cache_dir)
+    }
+
     fn start(config: SandboxConfig, wasm: &[u8], sha256: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers > 0, "the sandbox needs at least one worker");
         let started = Instant::now();
-        // Each worker holds a slot while it runs: with more workers than slots, instantiation
-        // would fail under load.
-        let pooling = config.pooling && config.workers <= engine::POOL_SLOTS;
+        let pooling = uses_pooling(&config);
         if config.pooling && !pooling {
             tracing::info!(
                 workers = config.workers,
@@ -349,6 +370,12 @@ impl Prepared {
         std::mem::forget(cancel_on_drop);
         outcome
     }
+}
+
+/// Whether `config` gets the pooling allocator: each worker holds a slot while it runs, so with
+/// more workers than slots instantiation would fail under load.
+fn uses_pooling(config: &SandboxConfig) -> bool {
+    config.pooling && config.workers <= engine::POOL_SLOTS
 }
 
 /// Whether the (valid) JSON text `json` nests arrays and objects more than `limit` levels deep.
