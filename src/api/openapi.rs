@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
 use super::execute::{ExecuteRequest, ExecuteResponse};
-use super::usage::{ExecutionLimits, HealthResponse, RateLimitUsage, UsageResponse};
+use super::usage::{
+    ExecutionLimits, HealthResponse, History, HistoryBucket, RateLimitUsage, UsageResponse,
+};
 use crate::sandbox::{ErrorKind, ExecutionError};
 
 /// The API's OpenAPI document.
@@ -35,6 +37,8 @@ use crate::sandbox::{ErrorKind, ExecutionError};
         UsageResponse,
         RateLimitUsage,
         ExecutionLimits,
+        History,
+        HistoryBucket,
         HealthResponse,
     )),
     modifiers(&ApiKeyAuth),

@@ -1,16 +1,20 @@
-//! `GET /usage` (the calling key's budgets and limits) and `GET /health` (liveness).
+//! `GET /usage` (the calling key's budgets, limits and recent usage) and `GET /health`
+//! (liveness).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ErrorBody, whole_seconds};
+use super::error::{ApiError, ErrorBody, whole_seconds};
 use super::extract::Authenticated;
 use super::quota::QuotaHeaders;
+use crate::keys;
 
 /// The calling key and what it may still do.
 #[derive(Serialize, ToSchema)]
@@ -26,6 +30,54 @@ pub struct UsageResponse {
     pub rate_limit: RateLimitUsage,
     /// Limits each execution of this key runs under.
     pub limits: ExecutionLimits,
+    /// Executions per UTC hour and per UTC day, recently.
+    pub history: History,
+}
+
+/// The key's recent executions (charged executions: those that ran, whatever their outcome),
+/// per UTC hour and per UTC day. Each list has every bucket of its window, oldest first, zeros
+/// included, so it can be charted as is; its last bucket is the current hour or day, still
+/// counting. Kept for `retention_days` (`serve --usage-retention-days`); resetting a key's
+/// executions does not erase its history.
+#[derive(Serialize, ToSchema)]
+pub struct History {
+    /// How many days usage is kept; `daily` never reaches further back.
+    pub retention_days: u32,
+    /// 24 buckets: the current hour and the 23 before it.
+    pub hourly: Vec<HistoryBucket>,
+    /// `min(retention_days, 30)` buckets: today and the days before it.
+    pub daily: Vec<HistoryBucket>,
+}
+
+/// Executions charged from `start` for one hour or one day.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryBucket {
+    /// When the bucket starts: RFC 3339, UTC, on a whole hour (or midnight).
+    #[schema(format = DateTime, example = "2026-12-03T09:00:00Z")]
+    pub start: String,
+    pub executions: u64,
+}
+
+impl From<keys::UsageHistory> for History {
+    fn from(history: keys::UsageHistory) -> History {
+        let buckets = |buckets: Vec<keys::UsageBucket>| {
+            buckets
+                .into_iter()
+                .map(|bucket| HistoryBucket {
+                    start: bucket
+                        .start
+                        .format(&Rfc3339)
+                        .unwrap_or_else(|_| bucket.start.to_string()),
+                    executions: bucket.executions,
+                })
+                .collect()
+        };
+        History {
+            retention_days: history.retention_days,
+            hourly: buckets(history.hourly),
+            daily: buckets(history.daily),
+        }
+    }
 }
 
 /// The per-minute rate limit's state.
@@ -51,7 +103,7 @@ pub struct ExecutionLimits {
     pub input_bytes: usize,
 }
 
-/// The calling key's usage, budgets and execution limits.
+/// The calling key's usage, budgets, execution limits and recent usage per hour and day.
 #[utoipa::path(
     get,
     path = "/usage",
@@ -60,15 +112,21 @@ pub struct ExecutionLimits {
     responses(
         (status = 200, body = UsageResponse),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 503, description = "The key store is unavailable (`storage_unavailable`)", body = ErrorBody),
     )
 )]
 pub async fn usage(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-) -> Response {
+) -> Result<Response, ApiError> {
     let quota = QuotaHeaders::peek(&caller);
     let key = &caller.record;
     let limits = state.sandbox.limits();
+    let history = state
+        .keys
+        .usage_history(&key.id, OffsetDateTime::now_utc())
+        .await
+        .map_err(ApiError::Storage)?;
     let body = UsageResponse {
         id: key.id().to_string(),
         name: key.name.clone(),
@@ -88,10 +146,11 @@ pub async fn usage(
             output_bytes: limits.output_bytes,
             input_bytes: limits.input_bytes,
         },
+        history: history.into(),
     };
     let mut response = Json(body).into_response();
     quota.apply(response.headers_mut());
-    response
+    Ok(response)
 }
 
 /// Liveness.

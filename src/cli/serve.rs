@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::sandbox_args::SandboxArgs;
 use crate::api::{self, AppState};
-use crate::keys::{self, Env, KeyStore, NewKey, StoreLocation};
+use crate::keys::{self, Env, KeyStore, NewKey, StoreLocation, UsageRetention};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// Serve the HTTP API (creates a test key on first run)
@@ -51,6 +51,17 @@ pub struct ServeArgs {
     )]
     pub shutdown_grace: u64,
 
+    /// Days to keep usage records: the hourly counts behind `GET /usage`'s history and, with
+    /// PostgreSQL, the ledger of charges; older ones are deleted every 10 minutes
+    #[arg(
+        long,
+        env = "PYEXEC_USAGE_RETENTION_DAYS",
+        default_value_t = keys::DEFAULT_USAGE_RETENTION_DAYS,
+        value_parser = clap::value_parser!(u32).range(1..=36500),
+        value_name = "DAYS"
+    )]
+    pub usage_retention_days: u32,
+
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -71,7 +82,8 @@ impl ServeArgs {
         let started = Instant::now();
         let keys = KeyStore::open(store, Duration::from_secs(2))
             .await
-            .with_context(|| format!("opening the key store {}", store.describe()))?;
+            .with_context(|| format!("opening the key store {}", store.describe()))?
+            .with_usage_retention(UsageRetention::days(self.usage_retention_days));
         let listener = TcpListener::bind(self.addr)
             .await
             .with_context(|| format!("listening on {}", self.addr))?;
@@ -92,6 +104,7 @@ impl ServeArgs {
         .await
         .context("loading the sandbox")??;
         let state = AppState::new(keys.clone(), sandbox, self.per_key_concurrency);
+        tokio::spawn(keys.clone().prune_usage_periodically());
 
         // `stop` flips on SIGTERM/SIGINT (or when the server ends); everything waits on it.
         let (stop, stopping) = watch::channel(false);

@@ -62,6 +62,7 @@
 
 mod admin;
 mod error;
+pub mod history;
 pub mod postgres;
 pub mod rate;
 mod record;
@@ -71,6 +72,7 @@ pub mod token;
 
 pub use self::admin::KeyAdmin;
 pub use self::error::{AdminError, AdmitError, AuthError, StoreError};
+pub use self::history::{DEFAULT_USAGE_RETENTION_DAYS, UsageBucket, UsageHistory, UsageRetention};
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::rate::RateLimitStatus;
 pub use self::record::{DEFAULT_RATE_LIMIT_PER_MINUTE, KeyRecord, NewKey};

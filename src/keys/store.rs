@@ -5,12 +5,15 @@
 
 use std::path::PathBuf;
 
+use time::OffsetDateTime;
+
 use super::error::{AdminError, AdmitError, AuthError, StoreError};
+use super::history::{USAGE_PRUNE_INTERVAL, UsageHistory, UsageRetention};
 use super::postgres::{PgOptions, PgStore};
 use super::rate::RateLimitStatus;
 use super::record::{KeyRecord, NewKey};
 use super::sled::SledStore;
-use super::token::{ApiKey, KeyHash, KeyRef};
+use super::token::{ApiKey, KeyHash, KeyId, KeyRef};
 
 /// Where keys live, as chosen by `--store`.
 #[derive(Clone, Debug)]
@@ -144,6 +147,61 @@ impl KeyStore {
                     format!("{failure}; executions are refused until it answers again")
                 })
             }
+        }
+    }
+
+    /// This store, keeping usage records (PostgreSQL's charges, both backends' hourly
+    /// counts) for `retention` instead of the default 30 days; the history's daily window is
+    /// as long as the retention, up to 30 days.
+    pub fn with_usage_retention(mut self, retention: UsageRetention) -> KeyStore {
+        match &mut self {
+            KeyStore::Sled(store) => store.set_usage_retention(retention),
+            KeyStore::Postgres(store) => store.set_usage_retention(retention),
+        }
+        self
+    }
+
+    /// The key's executions per UTC hour (the 24 hours up to `at`) and per UTC day (up to
+    /// 30 days, within the retention), every bucket present, oldest first.
+    pub async fn usage_history(
+        &self,
+        key: &KeyId,
+        at: OffsetDateTime,
+    ) -> Result<UsageHistory, StoreError> {
+        match self {
+            KeyStore::Sled(store) => store.usage_history(key, at),
+            KeyStore::Postgres(store) => store.usage_history(key, at).await,
+        }
+    }
+
+    /// Deletes every key's usage records from before the retention's cut-off at `at` (sled
+    /// and the hourly counts by whole hours), without holding up admissions; returns how
+    /// many records it deleted. Safe to run on every node at once.
+    pub async fn prune_usage(&self, at: OffsetDateTime) -> Result<u64, StoreError> {
+        match self {
+            KeyStore::Sled(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.prune_usage(at))
+                    .await
+                    .map_err(|e| StoreError::Commit(format!("pruning task failed: {e}")))?
+            }
+            KeyStore::Postgres(store) => store.prune_usage(at).await,
+        }
+    }
+
+    /// Prunes usage records now and every [`USAGE_PRUNE_INTERVAL`], for as long as the
+    /// future is polled (`serve` spawns it). A failed round is logged and retried next time.
+    pub async fn prune_usage_periodically(self) {
+        loop {
+            match self.prune_usage(OffsetDateTime::now_utc()).await {
+                Ok(0) => {}
+                Ok(records) => tracing::info!(records, "pruned usage records past the retention"),
+                Err(e) => tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "pruning usage records failed; retrying later"
+                ),
+            }
+            tokio::time::sleep(USAGE_PRUNE_INTERVAL).await;
         }
     }
 

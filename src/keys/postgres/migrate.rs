@@ -7,11 +7,18 @@ use deadpool_postgres::{Object, Pool};
 use crate::keys::error::StoreError;
 
 /// Every migration, in order; a migration is never edited once released, only added to.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "keys, charges and batched admission",
-    sql: include_str!("migrations/0001_keys.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "keys, charges and batched admission",
+        sql: include_str!("migrations/0001_keys.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "executions per key and hour",
+        sql: include_str!("migrations/0002_usage_hourly.sql"),
+    },
+];
 
 /// The advisory lock held while migrating (an arbitrary constant: "pyexec" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7079_6578_6563;

@@ -1,9 +1,10 @@
 //! The cluster backend: keys, quotas, rate-limit state and a ledger of charges in PostgreSQL,
 //! shared by every node that points `--store` at the same database. Owns the connection pool,
-//! the schema ([`migrate`]), batched admission (`batch`) and the admin queries; may not touch
-//! HTTP or sled. Nodes keep no authoritative state in memory: every admission is decided and
-//! committed by the database before it returns, so revocations and limit changes made on any
-//! machine apply to the next request on every node.
+//! the schema ([`migrate`]), batched admission (`batch`), usage history and retention
+//! (`usage`) and the admin queries; may not touch HTTP or sled. Nodes keep no authoritative
+//! state in memory: every admission is decided and committed by the database before it
+//! returns, so revocations and limit changes made on any machine apply to the next request on
+//! every node.
 //!
 //! Outages: a statement that fails or does not answer fails its admissions with
 //! [`StoreError::Unavailable`] (the API answers 503 `storage_unavailable`, nothing runs);
@@ -26,16 +27,19 @@
 
 mod batch;
 pub mod migrate;
+mod usage;
 
 use std::fmt;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use self::batch::{BatchShape, Decision};
 use super::error::{AdminError, AdmitError, AuthError, StoreError};
+use super::history::{UsageHistory, UsageRetention};
 use super::rate;
 use super::record::{KeyRecord, NewKey, StoredKey};
 use super::store::{Admitted, Caller};
@@ -122,6 +126,7 @@ pub struct PgStore {
     admissions: mpsc::UnboundedSender<batch::Request>,
     database: String,
     probe_timeout: Duration,
+    usage_retention: UsageRetention,
 }
 
 impl fmt::Debug for PgStore {
@@ -169,6 +174,7 @@ impl PgStore {
             admissions,
             database: options.describe(),
             probe_timeout: options.connect_timeout,
+            usage_retention: UsageRetention::default(),
         };
         Ok((store, report))
     }
@@ -247,6 +253,26 @@ impl PgStore {
         self.admissions.send(request).map_err(|_| gone())?;
         let decision = decided.await.map_err(|_| gone())??;
         decide(&decision)
+    }
+
+    /// Keeps charges and hourly counts for `retention` (see [`Self::prune_usage`]).
+    pub fn set_usage_retention(&mut self, retention: UsageRetention) {
+        self.usage_retention = retention;
+    }
+
+    /// The key's executions per hour and per day in the windows that end at `at`.
+    pub async fn usage_history(
+        &self,
+        key: &KeyId,
+        at: OffsetDateTime,
+    ) -> Result<UsageHistory, StoreError> {
+        usage::history(&self.pool, key, at, self.usage_retention).await
+    }
+
+    /// Deletes the charges and hourly counts older than the retention at `at`, in batches;
+    /// returns how many rows it deleted (0 while another node is pruning).
+    pub async fn prune_usage(&self, at: OffsetDateTime) -> Result<u64, StoreError> {
+        usage::prune(&self.pool, at, self.usage_retention).await
     }
 
     pub async fn is_empty(&self) -> Result<bool, StoreError> {

@@ -1,6 +1,7 @@
 //! [`SledStore`]: the sled database of keys, and every read and write of it — creation,
-//! authentication, admission (charging), the admin operations, durability. Owns the `keys`
-//! tree; may not touch HTTP or the sandbox.
+//! authentication, admission (charging and counting), the admin operations, usage history,
+//! durability. Owns the `keys` tree (and, through [`UsageCounters`], the hourly counts); may
+//! not touch HTTP or the sandbox.
 
 use std::fmt;
 use std::fs::Permissions;
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::commit::GroupCommit;
+use super::usage::UsageCounters;
 use crate::keys::error::{AdminError, AdmitError, AuthError, StoreError};
+use crate::keys::history::{UsageHistory, UsageRetention, hour_of};
 use crate::keys::rate::{Clock, MonotonicClock, RateLimitStatus, RateLimiter};
 use crate::keys::record::{KeyRecord, NewKey, StoredKey};
 use crate::keys::token::{ApiKey, KeyId, KeyRef};
@@ -34,6 +37,9 @@ pub struct SledStore {
     /// sled's log file, for `fdatasync` after each flush (see [`durable_flush`]).
     log: Arc<File>,
     keys: sled::Tree,
+    /// Executions per key and hour, for `GET /usage`'s history.
+    usage: UsageCounters,
+    usage_retention: UsageRetention,
     limiter: Arc<RateLimiter>,
     committer: Arc<GroupCommit>,
     /// The last write that failed, until a commit succeeds again. sled 0.34 refuses every
@@ -138,6 +144,7 @@ impl SledStore {
             }
         })?;
         let keys = db.open_tree(KEYS_TREE)?;
+        let usage = UsageCounters::open(&db)?;
         let log = Arc::new(File::open(db_path.join("db")).map_err(StoreError::Sync)?);
         // Make the (possibly new) directory entries themselves durable, once.
         for dir in [data_dir, db_path.as_path()] {
@@ -156,6 +163,8 @@ impl SledStore {
             limiter: Arc::new(RateLimiter::new(options.clock)),
             db,
             keys,
+            usage,
+            usage_retention: UsageRetention::default(),
             failure: Arc::default(),
         })
     }
@@ -223,9 +232,10 @@ impl SledStore {
         self.limiter.peek(&key.id, key.rate_limit_per_minute)
     }
 
-    /// Atomically charges one execution (compare-and-swap on the key's record) and returns
-    /// the executions left after the charge. Of any number of concurrent calls against a
-    /// limit `L`, exactly `L` succeed. Call [`Self::commit`] before telling the client.
+    /// Atomically charges one execution (compare-and-swap on the key's record), counts it in
+    /// the key's current hour, and returns the executions left after the charge. Of any
+    /// number of concurrent calls against a limit `L`, exactly `L` succeed. Call
+    /// [`Self::commit`] before telling the client: it makes the charge and its count durable.
     pub fn admit(&self, key_id: &KeyId) -> Result<u64, AdmitError> {
         let updated = self.modify(key_id, |stored| {
             let r = &mut stored.record;
@@ -239,11 +249,46 @@ impl SledStore {
             Ok(())
         });
         match updated {
-            Ok((_, new)) => Ok(new.executions_left()),
+            Ok((_, new)) => match self.usage.count(key_id, OffsetDateTime::now_utc()) {
+                Ok(()) => Ok(new.executions_left()),
+                Err(e) => Err(AdmitError::Store(self.record_failure(e))),
+            },
             Err(Modify::NotFound) => Err(AdmitError::NotFound),
             Err(Modify::Refused(e)) => Err(e),
             Err(Modify::Store(e)) => Err(AdmitError::Store(self.record_failure(e))),
         }
+    }
+
+    /// Keeps usage history for `retention` (see [`Self::prune_usage`]).
+    pub fn set_usage_retention(&mut self, retention: UsageRetention) {
+        self.usage_retention = retention;
+    }
+
+    /// The key's executions per hour and per day in the windows that end at `at`.
+    pub fn usage_history(
+        &self,
+        key: &KeyId,
+        at: OffsetDateTime,
+    ) -> Result<UsageHistory, StoreError> {
+        let retention = self.usage_retention;
+        let hours = self.usage.hours(key, retention.first_hour_shown(at))?;
+        Ok(UsageHistory::from_hours(at, retention, hours))
+    }
+
+    /// Deletes every key's hourly counts of the hours that ended before the retention's
+    /// cut-off at `at`, key by key; returns how many hours it deleted. Admissions go on
+    /// meanwhile (sled has no table lock). Durable with the next flush; a count that comes
+    /// back after a crash is deleted again next time.
+    pub fn prune_usage(&self, at: OffsetDateTime) -> Result<u64, StoreError> {
+        let first_kept_hour = hour_of(self.usage_retention.cutoff(at));
+        let mut pruned = 0;
+        for id in self.keys.iter().keys() {
+            let id = id?;
+            if let Some(key) = std::str::from_utf8(&id).ok().and_then(KeyId::parse) {
+                pruned += self.usage.prune(&key, first_kept_hour)?;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Resolves once every write that returned before this call is durable; concurrent
