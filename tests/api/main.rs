@@ -8,3 +8,4 @@ mod execute;
 mod helpers;
 mod observability;
 mod playground;
+mod usage_history;

@@ -9,6 +9,8 @@ mod api_errors;
 mod api_execute;
 #[path = "../api/observability.rs"]
 mod api_observability;
+#[path = "../api/usage_history.rs"]
+mod api_usage_history;
 mod backend;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
