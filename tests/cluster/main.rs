@@ -21,3 +21,4 @@ mod pg;
 #[path = "../cli/server.rs"]
 mod server;
 mod store;
+mod usage;
