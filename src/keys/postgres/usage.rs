@@ -8,6 +8,14 @@
 //! admission writes or locks (admissions insert new charges and update the current hour) — and
 //! finds them key by key through the `(key_id, charged_at)` and `(key_id, hour)` indexes, so
 //! admission is never blocked and no table is scanned whole.
+//!
+//! Counting costs admissions little: `cargo test --test cluster bench_hourly_counting --
+//! --ignored --nocapture` (64 tasks × 200 admissions, the trigger enabled and disabled in
+//! alternate rounds, debug build with optimised dependencies, PostgreSQL 15 on the same 2-core
+//! VM; medians of 4 rounds, two runs) measured 19.3k vs 20.5k and 15.1k vs 15.2k admissions/s
+//! for one hot key (0–6% slower), 11.4k vs 14.1k and 10.1k vs 10.6k for 64 keys (5–19%; the
+//! rounds without it spread as widely): one upsert per key per batch, under the key's lock
+//! the batch already holds.
 
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
