@@ -53,6 +53,10 @@
 //! on the device while group commit batches everything that arrived during the previous
 //! flush. Either way the durability wait is small next to running Python.
 //!
+//! Each charge is also counted in its key's current UTC hour (the `usage_hourly` tree, see
+//! `sled::usage`), what `GET /usage` shows as history ([`history`]); counts older than the
+//! retention are pruned by `serve` every 10 minutes.
+//!
 //! Rate limits ([`rate`]) are per key, per minute, GCRA, in memory.
 //!
 //! # Admin while the server runs
