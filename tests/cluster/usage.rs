@@ -1,10 +1,11 @@
-//! Usage retention on PostgreSQL, seen in the tables: pruning deletes exactly the charges past
-//! the cut-off, in batches, with several nodes pruning at once; and what counting charges per
-//! hour costs an admission (an ignored benchmark).
+//! Usage history and retention on PostgreSQL, seen in the tables: pruning deletes exactly the
+//! charges past the cut-off, in batches, with several nodes pruning at once; upgrading a
+//! database counts its earlier charges; and what counting charges per hour costs an admission
+//! (an ignored benchmark).
 
 use std::time::{Duration, Instant};
 
-use pyexec::keys::{Caller, Env, KeyStore, NewKey, PgOptions, StoreLocation};
+use pyexec::keys::{Caller, Env, KeyId, KeyStore, NewKey, PgOptions, StoreLocation};
 use time::OffsetDateTime;
 
 use crate::pg::{SHARED, psql};
@@ -126,6 +127,39 @@ async fn nodes_pruning_at_once_delete_every_old_row_once() {
         count(&url, "SELECT sum(executions) FROM pyexec_usage_hourly"),
         50
     );
+}
+
+/// A database at schema version 1 with charges in it: migrating to version 2 counts them, so
+/// the history starts complete.
+#[tokio::test]
+async fn upgrading_counts_the_charges_made_before() {
+    let url = SHARED.fresh_database();
+    let id = "sk_test_Upgrade1";
+    psql(
+        &url,
+        &format!(
+            "CREATE TABLE pyexec_schema_migrations (version integer PRIMARY KEY, name text NOT \
+             NULL, applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO pyexec_schema_migrations (version, name) VALUES (1, 'v1');
+             {v1}
+             INSERT INTO pyexec_keys (id, hash, name, description, env, created_at,
+                 executions_limit, executions_used, rate_limit_per_minute)
+             VALUES ('{id}', decode(repeat('00', 32), 'hex'), 'old', '', 'test', now(), 10, 4,
+                 60);
+             INSERT INTO pyexec_charges (execution_id, key_id, charged_at)
+             SELECT 'before' || i, '{id}', now() - i * interval '1 hour'
+             FROM generate_series(0, 3) i",
+            v1 = include_str!("../../src/keys/postgres/migrations/0001_keys.sql"),
+        ),
+    );
+    let store = node(&url).await;
+    let history = store
+        .usage_history(&KeyId::parse(id).unwrap(), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let hourly: Vec<u64> = history.hourly.iter().map(|b| b.executions).collect();
+    assert_eq!(hourly[20..], [1, 1, 1, 1]);
+    assert_eq!(hourly.iter().sum::<u64>(), 4);
 }
 
 /// Admissions/s with and without the trigger that counts charges per hour, alternated in one
