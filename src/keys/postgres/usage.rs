@@ -9,6 +9,11 @@
 //! finds them key by key through the `(key_id, charged_at)` and `(key_id, hour)` indexes, so
 //! admission is never blocked and no table is scanned whole.
 //!
+//! Why a table of hours rather than counting the ledger on each `GET /usage`: with 2 million
+//! charges of one key in 30 days (a key doing under one execution a second), grouping them by
+//! hour took 360–500 ms per request on this VM, reading its 720 hours 0.7 ms. A pruning batch
+//! of 5,000 charges took 16 ms (index range scans per key, then a TID scan), among 3 million.
+//!
 //! Counting costs admissions little: `cargo test --test cluster bench_hourly_counting --
 //! --ignored --nocapture` (64 tasks × 200 admissions, the trigger enabled and disabled in
 //! alternate rounds, debug build with optimised dependencies, PostgreSQL 15 on the same 2-core
