@@ -4,10 +4,12 @@
 //!
 //! An entry is `key ID ‖ hour since the Unix epoch (u64, big-endian)` → executions (u64,
 //! big-endian), so one key's hours are one contiguous, ordered range: reading a key's history
-//! and pruning its old hours are range scans. A charge adds one with sled's merge operator
-//! (no read-modify-write round trip), right after the charge itself and before the caller
-//! waits for the group commit, so the flush that makes the charge durable makes its count
-//! durable too.
+//! and pruning its old hours are range scans. A charge adds one with sled's merge operator,
+//! right after the charge itself and before the caller waits for the group commit, so the
+//! flush that makes the charge durable makes its count durable too: every acknowledged
+//! execution is counted. The two are separate sled writes (a
+//! sled transaction across trees would take sled's global write lock on every admission), so a
+//! crash between them can leave one charged but never acknowledged execution uncounted.
 //!
 //! Measured with `cargo test --lib keys::sled::usage::tests::bench_ -- --ignored
 //! --nocapture` (4 threads, one key, debug build with optimised dependencies, 2-core VM): a
