@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::pg::{PgServer, SHARED, psql};
 use crate::server::Server;
+use crate::store::migrations;
 
 const OK_BODY: &str = r#"{"code": "result = 1"}"#;
 
@@ -66,6 +67,20 @@ fn node(url: &str) -> Server {
     Server::start_with(&std::env::temp_dir(), &["--store", url])
 }
 
+/// The key's `executions_used` and its rows in the `pyexec_charges` ledger.
+fn counted(url: &str, key: &str) -> (u64, u64) {
+    let id = &key[..16];
+    let number = |sql: String| psql(url, &sql).parse::<u64>().unwrap();
+    (
+        number(format!(
+            "SELECT executions_used FROM pyexec_keys WHERE id = '{id}'"
+        )),
+        number(format!(
+            "SELECT count(*) FROM pyexec_charges WHERE key_id = '{id}'"
+        )),
+    )
+}
+
 async fn code_of(server: &Server, key: &str) -> (u16, String) {
     let (status, body) = server
         .execute(key, serde_json::from_str(OK_BODY).unwrap())
@@ -92,7 +107,7 @@ async fn nodes_starting_together_share_one_schema_and_admit_exactly_the_limit() 
         .collect();
     assert_eq!(
         psql(&url, "SELECT count(*) FROM pyexec_schema_migrations"),
-        "1"
+        migrations().len().to_string()
     );
 
     let key = add_key(&url, LIMIT, 1_000_000);
@@ -236,19 +251,7 @@ async fn a_database_crash_under_load_loses_nothing_and_over_admits_nothing() {
         acknowledged > during,
         "no execution after the database came back"
     );
-    let id = &key[..16];
-    let used: u64 = psql(
-        &url,
-        &format!("SELECT executions_used FROM pyexec_keys WHERE id = '{id}'"),
-    )
-    .parse()
-    .unwrap();
-    let charged: u64 = psql(
-        &url,
-        &format!("SELECT count(*) FROM pyexec_charges WHERE key_id = '{id}'"),
-    )
-    .parse()
-    .unwrap();
+    let (used, charged) = counted(&url, &key);
     // Nothing acknowledged was lost; at most the unknown-outcome batches were over-counted.
     assert!(
         acknowledged <= used,
@@ -256,6 +259,129 @@ async fn a_database_crash_under_load_loses_nothing_and_over_admits_nothing() {
     );
     assert_eq!(used, LIMIT);
     assert_eq!(charged, used);
+}
+
+/// What a client saw of one request in [`a_node_killed_under_load_loses_no_acknowledged_execution`].
+enum Seen {
+    /// 200, with the key's `X-Executions-Left` after this execution.
+    Ran {
+        executions_left: u64,
+    },
+    Busy,
+    Exhausted,
+    /// No reply: the node is gone.
+    NoReply,
+}
+
+async fn execute_once(client: &reqwest::Client, base: &str, key: &str) -> Seen {
+    let sent = client
+        .post(format!("{base}/execute"))
+        .header("X-API-Key", key)
+        .header("Content-Type", "application/json")
+        .body(OK_BODY)
+        .send()
+        .await;
+    let Ok(response) = sent else {
+        return Seen::NoReply;
+    };
+    let status = response.status().as_u16();
+    let left = response
+        .headers()
+        .get("x-executions-left")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let Ok(body) = response.json::<Value>().await else {
+        return Seen::NoReply;
+    };
+    match (status, body["code"].as_str()) {
+        (200, _) => Seen::Ran {
+            executions_left: left.expect("X-Executions-Left on a 200"),
+        },
+        (429, Some("concurrency_limit_exceeded")) => Seen::Busy,
+        (429, Some("executions_limit_exceeded")) => Seen::Exhausted,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// `kill -9` of one of two nodes while 32 clients (16 on each) run a key with limit L: every
+/// 200 any client received is counted in the database — each acknowledged execution's place
+/// in the quota (`L − X-Executions-Left`) is distinct and within `executions_used`, and the
+/// ledger has a row per counted execution — and the surviving node goes on serving until
+/// exactly L were counted, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_under_load_loses_no_acknowledged_execution() {
+    const LIMIT: u64 = 600;
+    const CLIENTS_PER_NODE: usize = 16;
+    let url = SHARED.fresh_database();
+    let (doomed, survivor) = (node(&url), node(&url));
+    let key = add_key(&url, LIMIT, 1_000_000);
+    // Each 200: whether the doomed node sent it, and its place in the quota.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<(bool, u64)>::new()));
+    let clients: Vec<_> = [(&doomed, true), (&survivor, false)]
+        .into_iter()
+        .flat_map(|(server, is_doomed)| {
+            std::iter::repeat_n((server.base.clone(), is_doomed), CLIENTS_PER_NODE)
+        })
+        .map(|(base, is_doomed)| {
+            let (key, acknowledged) = (key.clone(), Arc::clone(&acknowledged));
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                loop {
+                    match execute_once(&client, &base, &key).await {
+                        Seen::Ran { executions_left } => {
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .push((is_doomed, LIMIT - executions_left));
+                        }
+                        Seen::Busy => {}
+                        Seen::Exhausted => return false,
+                        Seen::NoReply => return true,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill it mid-load, just after it acknowledged an execution: the moment a reply sent
+    // before its charge was durable would be lost.
+    let just_acknowledged_by_the_doomed_node = || {
+        let acknowledged = acknowledged.lock().unwrap();
+        acknowledged.len() >= 150 && acknowledged.last().is_some_and(|(doomed, _)| *doomed)
+    };
+    while !just_acknowledged_by_the_doomed_node() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    doomed.kill_9();
+    let mut lost_their_node = Vec::new();
+    for client in clients {
+        lost_their_node.push(client.await.unwrap());
+    }
+    // The dead node's clients were cut off; the survivor's ran until the quota was spent.
+    assert_eq!(
+        lost_their_node,
+        [[true; CLIENTS_PER_NODE], [false; CLIENTS_PER_NODE]].concat()
+    );
+
+    let (used, charged) = counted(&url, &key);
+    assert_eq!(
+        used, LIMIT,
+        "the survivor ran the key to its limit, no further"
+    );
+    assert_eq!(charged, used, "one ledger row per counted execution");
+    let mut places: Vec<u64> = acknowledged.lock().unwrap().iter().map(|a| a.1).collect();
+    let replies = places.len();
+    places.sort_unstable();
+    places.dedup();
+    assert_eq!(
+        places.len(),
+        replies,
+        "two replies were given the same place in the quota: one was forgotten"
+    );
+    assert!(
+        places.iter().all(|&place| (1..=used).contains(&place)),
+        "an acknowledged execution beyond the {used} counted"
+    );
+    // The rest of the quota went to executions the dead node admitted but never answered.
+    assert!(replies as u64 <= used);
 }
 
 /// Nothing listening at --store: `serve` exits non-zero at once with a message that says so.
