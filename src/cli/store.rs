@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::keys::{PgOptions, PgStore, SledStore, StoreLocation};
+use crate::keys::{DB_DIR, PgOptions, PgStore, SledStore, StoreLocation};
 
 /// Manage the key store itself: PostgreSQL schema migrations, moving keys into PostgreSQL
 #[derive(Debug, Subcommand)]
@@ -57,6 +57,13 @@ impl StoreCommand {
 
 fn copy(args: CopyArgs) -> anyhow::Result<()> {
     let target = PgOptions::new(&args.to).context("parsing --to")?;
+    // Opening would create an empty store: a mistyped --from must not copy nothing "successfully".
+    if !args.from.join(DB_DIR).is_dir() {
+        anyhow::bail!(
+            "no key database in {} (expected {DB_DIR} there)",
+            args.from.display()
+        );
+    }
     let source = SledStore::open(&args.from)
         .with_context(|| format!("opening the key database in {}", args.from.display()))?;
     let keys = source.export().context("reading the keys to copy")?;

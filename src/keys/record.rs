@@ -77,7 +77,7 @@ impl NewKey {
                 name: self.name.clone(),
                 description: self.description.clone(),
                 env: self.env,
-                created_at: OffsetDateTime::now_utc(),
+                created_at: now(),
                 executions_limit: self.executions_limit,
                 executions_used: 0,
                 rate_limit_per_minute: self.rate_limit_per_minute,
@@ -121,6 +121,15 @@ impl NewKey {
         }
         Ok(())
     }
+}
+
+/// The time now to the microsecond, the resolution of PostgreSQL's `timestamptz`: a key's
+/// timestamps then read the same from either store, before and after `pyexec store copy`
+/// (and `keys add` shows what PostgreSQL keeps).
+pub(crate) fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .expect("whole microseconds are a valid nanosecond count")
 }
 
 /// One value in the `keys` tree: the record plus the SHA-256 of the plaintext key, as JSON

@@ -14,7 +14,7 @@ use crate::store::migrations;
 
 const OK_BODY: &str = r#"{"code": "result = 1"}"#;
 
-fn pyexec(args: &[&str]) -> Output {
+pub fn pyexec(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pyexec"))
         .args(args)
         .env("PYEXEC_LOG", "warn")

@@ -18,7 +18,7 @@ use super::usage::UsageCounters;
 use crate::keys::error::{AdminError, AdmitError, AuthError, StoreError};
 use crate::keys::history::{UsageHistory, UsageRetention, hour_of};
 use crate::keys::rate::{Clock, MonotonicClock, RateLimitStatus, RateLimiter};
-use crate::keys::record::{KeyRecord, NewKey, StoredKey};
+use crate::keys::record::{self, KeyRecord, NewKey, StoredKey};
 use crate::keys::token::{ApiKey, KeyId, KeyRef};
 
 /// The sled database directory inside the data directory.
@@ -373,7 +373,7 @@ impl SledStore {
     /// Revokes the key: it never authenticates or is admitted again. Idempotent; the first
     /// revocation time is kept.
     pub fn revoke(&self, key: &KeyRef) -> Result<KeyRecord, AdminError> {
-        let now = OffsetDateTime::now_utc();
+        let now = record::now();
         let record = self.admin_update(key, |r| {
             r.revoked_at.get_or_insert(now);
         })?;
