@@ -12,6 +12,7 @@ mod api_observability;
 #[path = "../api/usage_history.rs"]
 mod api_usage_history;
 mod backend;
+mod cli_keys;
 mod copy;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
