@@ -155,6 +155,59 @@ async fn revocation_and_limit_changes_apply_at_once_on_every_node() {
     }
 }
 
+/// Admissions on two nodes racing limit raises made from a third handle (as `pyexec keys
+/// update-limit` from another machine): no update and no admission is lost, none is charged
+/// twice. (The sled store's race of the same kind is a unit test in `src/keys/tests.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_and_concurrent_limit_updates_on_other_nodes_never_lose_writes() {
+    let url = SHARED.fresh_database();
+    let nodes = [node(&url).await, node(&url).await];
+    let (_, callers) = key_on(&nodes, 20, 1_000_000).await;
+    let admin = PgStore::open(&PgOptions::new(&url).unwrap()).await.unwrap();
+    let updates_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admitters: Vec<_> = (0..16)
+        .map(|i| {
+            let (node, caller) = (nodes[i % 2].clone(), callers[i % 2].clone());
+            let done = Arc::clone(&updates_done);
+            tokio::spawn(async move {
+                let mut admitted = 0u64;
+                loop {
+                    // Read the flag first so the final drain comes after the last update.
+                    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                    match node.admit(&caller).await {
+                        Ok(_) => admitted += 1,
+                        Err(AdmitError::LimitExceeded) if finished => return admitted,
+                        Err(AdmitError::LimitExceeded) => tokio::task::yield_now().await,
+                        Err(other) => panic!("unexpected refusal: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let key = KeyRef::Id(callers[0].record.id.clone());
+    let mut limit = 20;
+    for _ in 0..60 {
+        limit += 5;
+        assert_eq!(
+            admin
+                .update_limit(&key, limit)
+                .await
+                .unwrap()
+                .executions_limit,
+            limit
+        );
+    }
+    updates_done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut admitted = 0;
+    for admitter in admitters {
+        admitted += admitter.await.unwrap();
+    }
+    let after = admin.get(&key).await.unwrap();
+    assert_eq!(after.executions_limit, limit, "no limit update was lost");
+    assert_eq!(after.executions_used, limit, "no admission was lost");
+    assert_eq!(admitted, limit, "none charged twice");
+}
+
 /// Three nodes migrating an empty database at once: the migration runs exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_run_once_when_three_nodes_start_together() {
