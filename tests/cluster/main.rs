@@ -1,7 +1,8 @@
 //! Cluster mode against a real PostgreSQL (started by these tests, one server for the binary;
 //! the outage tests start their own): the API tests of `tests/api` re-run with the PostgreSQL
-//! key store, the store's own guarantees across several handles ("nodes") in one process, and
-//! real `pyexec serve` nodes sharing one database.
+//! key store (and the `keys` CLI tests every store passes, with `--store`), the store's own
+//! guarantees across several handles ("nodes") in one process, `store copy` from sled, and
+//! real `pyexec serve` nodes sharing one database (one killed under load).
 
 #[path = "../api/errors.rs"]
 mod api_errors;
