@@ -13,6 +13,7 @@ mod api_observability;
 #[path = "../api/usage_history.rs"]
 mod api_usage_history;
 mod backend;
+mod balancer;
 mod cli_keys;
 mod copy;
 #[allow(dead_code)]
