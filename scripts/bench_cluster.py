@@ -2,7 +2,8 @@
 example against `pyexec serve` with the sled store and with the PostgreSQL store, then two
 nodes sharing one PostgreSQL database. Starts its own PostgreSQL (as the `postgres` user when
 run as root) on a free port in a temporary directory. Reuses scripts/bench_http.py's server
-and wrk drivers; prints a Markdown table.
+and wrk drivers; prints a Markdown table with the CPU time each request cost the nodes and the
+database (what the README's on-paper scaling is computed from).
 
 Usage: python3 bench_cluster.py PYEXEC_BINARY
 Settings (environment): BENCH_SECONDS, BENCH_WARMUP_SECONDS (as bench_http.py).
@@ -36,6 +37,8 @@ class Postgres:
         self.dir.mkdir()
         self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
         if self.as_postgres:
+            # The temporary directory is root's and private: let the postgres user through.
+            os.chmod(tmp, 0o711)
             shutil.chown(self.dir, "postgres", "postgres")
         self.run("initdb", "--auth=trust", "--username=pyexec", "-D", str(self.dir / "data"))
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
@@ -50,6 +53,20 @@ class Postgres:
     def stop(self):
         self.run("pg_ctl", "-w", "-m", "fast", "-D", str(self.dir / "data"), "stop")
 
+    def cpu_seconds(self):
+        """CPU time of the whole server: the postmaster (with its exited backends) and every
+        process it runs now."""
+        postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        total = bench.cpu_seconds(postmaster)
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[1]) == postmaster:  # proc(5) field 4, the parent
+                total += sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+        return total
+
 
 def node(binary, tmp, name, store, log_file):
     """A started `pyexec serve`, with PYEXEC_STORE set to `store` (None: sled)."""
@@ -61,28 +78,39 @@ def node(binary, tmp, name, store, log_file):
     return server
 
 
-def timed(servers, key, connections):
-    """wrk against every server at once; returns the per-server results."""
+def timed(servers, key, connections, pg=None):
+    """wrk against every server at once (a warm-up, then the timed run); returns the
+    per-server results and the database's CPU seconds per request over the timed run."""
     results = [None] * len(servers)
 
-    def drive(i):
-        bench.wrk(servers[i], bench.EXAMPLE, key, connections, bench.WARMUP_SECONDS)
-        results[i] = bench.wrk(servers[i], bench.EXAMPLE, key, connections, bench.SECONDS)
+    def drive(i, seconds):
+        results[i] = bench.wrk(servers[i], bench.EXAMPLE, key, connections, seconds)
 
-    threads = [threading.Thread(target=drive, args=(i,)) for i in range(len(servers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    def all_at_once(seconds):
+        threads = [threading.Thread(target=drive, args=(i, seconds)) for i in range(len(servers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    all_at_once(bench.WARMUP_SECONDS)
+    pg_before = pg.cpu_seconds() if pg else 0
+    all_at_once(bench.SECONDS)
+    pg_cpu = pg.cpu_seconds() - pg_before if pg else 0
+    return results, pg_cpu / max(sum(r["requests"] for r in results), 1)
 
 
-def row(label, results):
+def row(label, measured):
+    results, pg_cpu = measured
+    requests = sum(r["requests"] for r in results)
     rps = sum(r["rps"] for r in results)
     p50 = max(r["p50_us"] for r in results) / 1000
     p99 = max(r["p99_us"] for r in results) / 1000
     errors = sum(r["errors"] for r in results)
-    return f"| {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} |"
+    node_cpu = sum(r["cpu_us_per_request"] * r["requests"] for r in results) / max(requests, 1)
+    pg = f"{pg_cpu * 1000:.2f}" if pg_cpu else "–"
+    return (f"| {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} "
+            f"| {node_cpu / 1000:.2f} | {pg} |")
 
 
 def main():
@@ -101,19 +129,20 @@ def main():
                 bench.log("PostgreSQL store, one node")
                 first = node(binary, tmp, "pg1", pg.url, log_file)
                 key = first.add_key()
-                rows.append(row("PostgreSQL, 1 node, 16 connections", timed([first], key, 16)))
+                rows.append(row("PostgreSQL, 1 node, 16 connections", timed([first], key, 16, pg)))
 
                 bench.log("PostgreSQL store, two nodes")
                 second = node(binary, tmp, "pg2", pg.url, log_file)
                 rows.append(row("PostgreSQL, 2 nodes, 8 connections each",
-                                timed([first, second], key, 8)))
+                                timed([first, second], key, 8, pg)))
                 first.stop()
                 second.stop()
             finally:
                 os.environ.pop("PYEXEC_STORE", None)
                 pg.stop()
-        print("| store | requests/s | p50 ms | p99 ms | errors |")
-        print("|---|---:|---:|---:|---:|")
+        print("| store | requests/s | p50 ms | p99 ms | errors | node CPU ms/request "
+              "| PostgreSQL CPU ms/request |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for line in rows:
             print(line)
 
