@@ -72,6 +72,7 @@ impl Case {
             data: Some(RawValue::from_string(self.data.to_owned()).unwrap()),
             fuel: None,
             tenant: None,
+            runtime: None,
         }
     }
 

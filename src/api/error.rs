@@ -44,6 +44,15 @@ pub enum ApiError {
         /// What is wrong, for a human.
         message: String,
     },
+    /// 422 (`invalid_request`, field `runtime`): the request names a runtime there is not;
+    /// the body lists the ones there are in `available`.
+    #[error("runtime: unknown runtime {requested:?}; available: {}", available.join(", "))]
+    UnknownRuntime {
+        /// The name asked for.
+        requested: String,
+        /// The runtimes there are, the default first.
+        available: Vec<String>,
+    },
     /// 413: the body (or code + data) is larger than allowed.
     #[error("Request body too large: the limit is {limit} bytes")]
     TooLarge {
@@ -81,6 +90,9 @@ pub struct ErrorBody {
     /// The request field at fault, for `invalid_request`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'static str>,
+    /// The runtimes there are, when the request named another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -93,7 +105,9 @@ impl ApiError {
             ApiError::ExecutionsExhausted
             | ApiError::RateLimited { .. }
             | ApiError::TooManyConcurrent { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::UnknownRuntime { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
@@ -112,7 +126,7 @@ impl ApiError {
             ApiError::ExecutionsExhausted => "executions_limit_exceeded",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::TooManyConcurrent { .. } => "concurrency_limit_exceeded",
-            ApiError::Invalid { .. } => "invalid_request",
+            ApiError::Invalid { .. } | ApiError::UnknownRuntime { .. } => "invalid_request",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnreadableBody => "unreadable_body",
@@ -152,14 +166,18 @@ impl IntoResponse for ApiError {
         if let ApiError::Storage(source) = &self {
             tracing::error!(error = %crate::error_chain(source), "key database failure");
         }
-        let field = match &self {
-            ApiError::Invalid { field, .. } => *field,
-            _ => None,
+        let (field, available) = match &self {
+            ApiError::Invalid { field, .. } => (*field, None),
+            ApiError::UnknownRuntime { available, .. } => {
+                (Some("runtime"), Some(available.clone()))
+            }
+            _ => (None, None),
         };
         let body = ErrorBody {
             detail: self.to_string(),
             code: self.code(),
             field,
+            available,
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
         if let Some(retry_after) = self.retry_after() {

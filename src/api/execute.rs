@@ -28,6 +28,9 @@ pub struct ExecuteRequest {
     /// JSON object bound to the global `data`; `{}` when absent.
     #[schema(value_type = Option<Object>, example = json!({"numbers": [1, 2, 3, 4, 5]}))]
     data: Option<serde_json::Value>,
+    /// The runtime to run it in (`GET /runtimes` lists them); the default when absent.
+    #[schema(example = "rustpython")]
+    runtime: Option<String>,
 }
 
 /// The reply to an execution that ran, whether the code succeeded or not.
@@ -54,6 +57,9 @@ pub struct ExecuteResponse {
     pub fuel_used: u64,
     /// Wall-clock time of the run, in milliseconds.
     pub duration_ms: f64,
+    /// The runtime that ran the code.
+    #[schema(example = "rustpython")]
+    pub runtime: String,
 }
 
 impl ExecuteResponse {
@@ -72,6 +78,7 @@ impl ExecuteResponse {
             stderr: outcome.stderr,
             fuel_used: outcome.fuel_used,
             duration_ms: milliseconds(outcome.duration),
+            runtime: outcome.runtime,
         }
     }
 }
@@ -97,7 +104,7 @@ fn milliseconds(duration: Duration) -> f64 {
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 413, description = "Body, or code plus data, too large", body = ErrorBody),
         (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
-        (status = 422, description = "Malformed JSON, missing `code`, a field of the wrong type, or `data` nested past the nesting limit", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, missing `code`, a field of the wrong type, `data` nested past the nesting limit, or an unknown `runtime` (with the `available` ones)", body = ErrorBody),
         (status = 429, description = "Executions limit exhausted, rate limit, or too many concurrent executions", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds to wait (rate and concurrency limits)"))),
         (status = 503, description = "At capacity (with Retry-After) or key database unavailable", body = ErrorBody),
@@ -134,6 +141,7 @@ async fn run(
         Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
         Some(_) => return Err(ApiError::invalid("data", "data: must be a JSON object")),
     };
+    let runtime: Option<String> = body.optional("runtime", "a string")?;
 
     let _slot = state.concurrency.acquire(key.id())?;
     let prepared = state
@@ -143,11 +151,19 @@ async fn run(
             data,
             fuel: key.fuel_limit,
             tenant: Some(key.id().to_string()),
+            runtime,
         })
         .map_err(|rejected| match rejected {
             Rejected::Overloaded { .. } => ApiError::Overloaded,
             Rejected::InputTooLarge { limit, .. } => ApiError::TooLarge { limit },
             Rejected::DataTooDeep { .. } => ApiError::invalid("data", rejected.to_string()),
+            Rejected::UnknownRuntime {
+                requested,
+                available,
+            } => ApiError::UnknownRuntime {
+                requested,
+                available,
+            },
         })?;
     let admitted = state.keys.admit(caller).await.map_err(|err| match err {
         AdmitError::RateLimited(rate) => {
@@ -170,6 +186,7 @@ async fn run(
     state.metrics.observe(&outcome);
     tracing::info!(
         key = %key.id(),
+        runtime = %outcome.runtime,
         outcome = outcome.result.as_ref().map_or_else(|err| err.kind.as_str(), |_| "success"),
         fuel = outcome.fuel_used,
         duration_us = outcome.duration.as_micros() as u64,

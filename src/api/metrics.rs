@@ -28,8 +28,8 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     executions: Family<OutcomeLabels, Counter>,
-    fuel: Histogram,
-    duration: Histogram,
+    fuel: Family<RuntimeLabels, Histogram, fn() -> Histogram>,
+    duration: Family<RuntimeLabels, Histogram, fn() -> Histogram>,
     queued: Gauge,
     running: Gauge,
     http: Family<HttpLabels, Counter>,
@@ -37,8 +37,15 @@ struct Inner {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
+    /// The runtime that ran it.
+    runtime: String,
     /// `success` or the error kind.
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    runtime: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,18 +62,25 @@ impl Default for Metrics {
         let executions = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "executions",
-            "Executions run, by outcome (success or error kind)",
+            "Executions run, by runtime and outcome (success or error kind)",
             executions.clone(),
         );
         // Fuel: 10^4 .. 3·10^10, two buckets a decade.
-        let fuel =
-            Histogram::new((4..=10).flat_map(|decade| [1.0, 3.0].map(|m| m * 10f64.powi(decade))));
-        registry.register("execution_fuel", "Fuel used per execution", fuel.clone());
+        let fuel = Family::<_, _, fn() -> Histogram>::new_with_constructor(|| {
+            Histogram::new((4..=10).flat_map(|decade| [1.0, 3.0].map(|m| m * 10f64.powi(decade))))
+        });
+        registry.register(
+            "execution_fuel",
+            "Fuel used per execution, by runtime",
+            fuel.clone(),
+        );
         // 100 µs .. ~30 s.
-        let duration = Histogram::new(exponential_buckets(1e-4, 2.5, 14));
+        let duration = Family::<_, _, fn() -> Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-4, 2.5, 14))
+        });
         registry.register(
             "execution_duration_seconds",
-            "Wall-clock time per execution",
+            "Wall-clock time per execution, by runtime",
             duration.clone(),
         );
         let queued = Gauge::default();
@@ -111,11 +125,17 @@ impl Metrics {
         self.inner
             .executions
             .get_or_create(&OutcomeLabels {
+                runtime: outcome.runtime.clone(),
                 outcome: label.to_owned(),
             })
             .inc();
-        self.inner.fuel.observe(outcome.fuel_used as f64);
-        self.inner.duration.observe(outcome.duration.as_secs_f64());
+        let runtime = RuntimeLabels {
+            runtime: outcome.runtime.clone(),
+        };
+        let fuel = self.inner.fuel.get_or_create(&runtime);
+        fuel.observe(outcome.fuel_used as f64);
+        let duration = self.inner.duration.get_or_create(&runtime);
+        duration.observe(outcome.duration.as_secs_f64());
     }
 
     /// The text exposition, with the sandbox's current load.

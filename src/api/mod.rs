@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod playground;
 mod quota;
+mod runtimes;
 mod usage;
 
 use std::future::Future;
@@ -86,6 +87,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(playground::playground))
         .route("/execute", post(execute::execute))
+        .route("/runtimes", get(runtimes::runtimes))
         .route("/usage", get(usage::usage))
         .route("/health", get(usage::health))
         .route("/metrics", get(metrics::metrics))

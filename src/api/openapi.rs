@@ -9,10 +9,12 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
 use super::execute::{ExecuteRequest, ExecuteResponse};
+use super::runtimes::RuntimesResponse;
 use super::usage::{
     ExecutionLimits, HealthResponse, History, HistoryBucket, RateLimitUsage, UsageResponse,
 };
-use crate::sandbox::{ErrorKind, ExecutionError};
+use crate::sandbox::runtime::{LimitsInfo, Package};
+use crate::sandbox::{ErrorKind, ExecutionError, RuntimeInfo};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -23,6 +25,7 @@ use crate::sandbox::{ErrorKind, ExecutionError};
     ),
     paths(
         super::execute::execute,
+        super::runtimes::runtimes,
         super::usage::usage,
         super::usage::health,
         super::metrics::metrics,
@@ -34,6 +37,10 @@ use crate::sandbox::{ErrorKind, ExecutionError};
         ExecutionError,
         ErrorKind,
         ErrorBody,
+        RuntimesResponse,
+        RuntimeInfo,
+        Package,
+        LimitsInfo,
         UsageResponse,
         RateLimitUsage,
         ExecutionLimits,

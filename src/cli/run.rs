@@ -32,6 +32,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "JSON|@FILE")]
     pub data: Option<String>,
 
+    /// The runtime to run the code in (`GET /runtimes` lists them); the default when absent
+    #[arg(long, value_name = "NAME")]
+    pub runtime: Option<String>,
+
     /// Print the JSON envelope `POST /execute` answers with (less `executions_left`: no key)
     #[arg(long)]
     pub json: bool,
@@ -62,11 +66,12 @@ impl RunArgs {
                 data,
                 fuel: None,
                 tenant: None,
+                runtime: self.runtime,
             })
             .map_err(|rejected| match rejected {
-                Rejected::InputTooLarge { .. } | Rejected::DataTooDeep { .. } => {
-                    UsageError(rejected.into()).into()
-                }
+                Rejected::InputTooLarge { .. }
+                | Rejected::DataTooDeep { .. }
+                | Rejected::UnknownRuntime { .. } => UsageError(rejected.into()).into(),
                 Rejected::Overloaded { .. } => anyhow::Error::from(rejected),
             })?;
         let outcome = tokio::runtime::Builder::new_current_thread()

@@ -1,4 +1,4 @@
-//! The wasmtime engine and the compiled guest module, with the on-disk cache that makes a warm
+//! The wasmtime engine and compiled guest modules, with the on-disk cache that makes a warm
 //! start take milliseconds instead of the ~11 s Cranelift needs for the 40 MB guest.
 
 use std::fs;
@@ -9,13 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use wasmtime::{Config, Engine, Module, OptLevel};
-
-/// The pre-initialised guest, embedded so that `pyexec` is one self-contained file.
-pub static GUEST_WASM: &[u8] = include_bytes!("../../assets/python.wasm");
-
-/// `sha256sum` line of [`GUEST_WASM`], committed beside it; identifies the module in the cache
-/// without hashing 40 MB at every start.
-pub static GUEST_SHA256: &str = include_str!("../../assets/python.wasm.sha256");
 
 /// Wasm stack the guest may use. The guest's shadow stack (8 MiB, in linear memory) and this
 /// are sized together so that Python's recursion limit (1000) is reached first even through

@@ -1,6 +1,6 @@
-//! One execution: a fresh `Store` and instance of the guest, its limits, the request on its
-//! stdin and the `pyexec.reply` import that carries the reply back, and the classification of
-//! how it ended.
+//! One execution, whatever the runtime: a fresh `Store` and instance, its limits (fuel, epoch
+//! deadline, memory limiter, output capture), and the classification of how it ended. What is
+//! particular to a guest (its imports, its request, its start) comes from its `Runtime`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use wasmtime::{
-    Caller, Engine, InstancePre, Linker, Module, ModuleExport, ResourceLimiter, Store, Trap,
-    UpdateDeadline,
-};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::outcome::{ErrorKind, ExecutionError, Outcome};
-use super::wasi::{self, OutputCapture};
+use super::runtime::Runtime;
+use super::wasi::OutputCapture;
 
 /// How often the engine's epoch advances; deadlines and cancellation are checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -64,6 +62,22 @@ pub struct ExecutionState {
 }
 
 impl ExecutionState {
+    /// The execution's WASI context, for a runtime's linker.
+    pub fn wasi(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
+    }
+
+    /// The output limit, which also caps a reply.
+    pub fn output_limit(&self) -> usize {
+        self.limits.output_bytes
+    }
+
+    /// Keeps the guest's reply document; the returned stop ends the run.
+    pub fn replied(&mut self, reply: Vec<u8>) -> Stop {
+        self.reply = Some(reply);
+        Stop::Replied
+    }
+
     /// Whether the execution may go on: not past its deadline, not cancelled.
     fn check(&self) -> Result<(), Stop> {
         if self.cancelled.load(Ordering::Relaxed) {
@@ -125,101 +139,56 @@ impl ResourceLimiter for ExecutionState {
     }
 }
 
-/// The guest, linked and ready to instantiate: built once, shared by every execution.
-pub struct Guest {
-    engine: Engine,
-    pre: InstancePre<ExecutionState>,
-    start: ModuleExport,
-}
+/// Runs `request` (from the runtime's `encode`) in a fresh instance of `runtime`.
+pub fn run(
+    runtime: &dyn Runtime,
+    request: &[u8],
+    limits: RunLimits,
+    cancelled: Arc<AtomicBool>,
+) -> Outcome {
+    let started = Instant::now();
+    let output = OutputCapture::new(limits.output_bytes);
+    let state = ExecutionState {
+        wasi: runtime.wasi(request, &output),
+        reply: None,
+        limits,
+        deadline: started + limits.timeout,
+        cancelled,
+    };
+    let mut store = Store::new(runtime.engine(), state);
+    store.limiter(|state| state);
+    store
+        .set_fuel(limits.fuel)
+        .expect("fuel metering is enabled on the engine");
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|context| {
+        context.data().check()?;
+        Ok(UpdateDeadline::Continue(1))
+    });
 
-impl Guest {
-    pub fn new(engine: Engine, module: &Module) -> anyhow::Result<Self> {
-        let mut linker: Linker<ExecutionState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state| &mut state.wasi)?;
-        wasi::add_poll_oneoff(&mut linker)?;
-        add_protocol(&mut linker)?;
-        let pre = linker.instantiate_pre(module)?;
-        let start = module
-            .get_export_index("run")
-            .ok_or_else(|| anyhow::anyhow!("the guest module has no `run` export"))?;
-        Ok(Self { engine, pre, start })
+    let ended = runtime
+        .instance_pre()
+        .instantiate(&mut store)
+        .and_then(|instance| runtime.start(&mut store, instance, request));
+    let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+    let reply = store.data_mut().reply.take();
+    drop(store);
+    let duration = started.elapsed();
+    let result = classify(ended, reply, &limits);
+    // A sandbox failure may have left its own text (a trap, a panic) in the output: the
+    // client gets `internal` and nothing more.
+    let (stdout, stderr) = match &result {
+        Err(error) if error.kind == ErrorKind::Internal => Default::default(),
+        _ => output.take(),
+    };
+    Outcome {
+        runtime: runtime.info().name.clone(),
+        result,
+        stdout,
+        stderr,
+        fuel_used,
+        duration,
     }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// Runs `request` (the guest's request document) in a fresh instance.
-    pub fn run(&self, request: Vec<u8>, limits: RunLimits, cancelled: Arc<AtomicBool>) -> Outcome {
-        let started = Instant::now();
-        let output = OutputCapture::new(limits.output_bytes);
-        let state = ExecutionState {
-            wasi: wasi::context(request, &output),
-            reply: None,
-            limits,
-            deadline: started + limits.timeout,
-            cancelled,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state);
-        store
-            .set_fuel(limits.fuel)
-            .expect("fuel metering is enabled on the engine");
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|context| {
-            context.data().check()?;
-            Ok(UpdateDeadline::Continue(1))
-        });
-
-        let ended = self.pre.instantiate(&mut store).and_then(|instance| {
-            let start = instance
-                .get_module_export(&mut store, &self.start)
-                .and_then(|export| export.into_func())
-                .ok_or_else(|| wasmtime::format_err!("`run` is not a function"))?;
-            start.typed::<(), ()>(&store)?.call(&mut store, ())
-        });
-        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-        let reply = store.data_mut().reply.take();
-        drop(store);
-        let duration = started.elapsed();
-        let result = classify(ended, reply, &limits);
-        // A sandbox failure may have left its own text (a trap, a panic) in the output: the
-        // client gets `internal` and nothing more.
-        let (stdout, stderr) = match &result {
-            Err(error) if error.kind == ErrorKind::Internal => Default::default(),
-            _ => output.take(),
-        };
-        Outcome {
-            result,
-            stdout,
-            stderr,
-            fuel_used,
-            duration,
-        }
-    }
-}
-
-/// The guest's one import of its own, `pyexec.reply` (see guest/src/host.rs).
-fn add_protocol(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "pyexec",
-        "reply",
-        |mut caller: Caller<'_, ExecutionState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
-            // The guest caps the result at the output limit; the rest of the reply is small.
-            if len as usize > caller.data().limits.output_bytes + 64 * 1024 {
-                return Err(Stop::OutputLimit.into());
-            }
-            let memory = caller
-                .get_export("memory")
-                .and_then(|export| export.into_memory())
-                .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
-            let mut reply = vec![0; len as usize];
-            memory.read(&caller, ptr as usize, &mut reply)?;
-            caller.data_mut().reply = Some(reply);
-            Err(Stop::Replied.into())
-        },
-    )?;
-    Ok(())
 }
 
 /// The guest's reply document.

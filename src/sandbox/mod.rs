@@ -11,6 +11,7 @@ mod engine;
 mod instance;
 mod outcome;
 mod pool;
+pub mod runtime;
 mod wasi;
 
 use std::path::PathBuf;
@@ -19,15 +20,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-pub use self::engine::{GUEST_SHA256, GUEST_WASM, MAX_WASM_STACK, POOL_SLOTS};
-use self::instance::{EPOCH_TICK, Guest, RunLimits};
+pub use self::engine::{MAX_WASM_STACK, POOL_SLOTS};
+use self::instance::{EPOCH_TICK, RunLimits};
 pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
 use self::pool::{FairQueue, Job, worker_lost};
+use self::runtime::rustpython::RustPython;
+pub use self::runtime::rustpython::{GUEST_SHA256, GUEST_WASM};
+pub use self::runtime::{GuestInput, Runtime, RuntimeInfo};
 pub use self::wasi::CLOCK_RESOLUTION;
 
 /// How deeply `data` may nest arrays and objects, its own object being the first level. The
@@ -36,7 +39,7 @@ pub use self::wasi::CLOCK_RESOLUTION;
 /// only fail inside the guest, so [`Sandbox::prepare`] refuses it before anything runs.
 pub const MAX_DATA_DEPTH: usize = 126;
 
-/// Limits applied to every execution unless a key overrides its fuel.
+/// Limits applied to every execution of a runtime unless a key overrides its fuel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel (units of wasm work) per execution; 10^9 is roughly 0.1 s of CPU here.
@@ -66,7 +69,7 @@ impl Default for Limits {
 /// How to build a [`Sandbox`].
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The default limits.
+    /// The default limits of the embedded RustPython runtime.
     pub limits: Limits,
     /// Worker threads, i.e. executions running at once.
     pub workers: usize,
@@ -108,6 +111,8 @@ pub struct Execution {
     /// Who runs it (an API key's id): waiting executions are served round-robin per tenant.
     /// `None` is one shared, anonymous tenant.
     pub tenant: Option<String>,
+    /// The runtime to run it in, by name; `None` is the default (the first registered).
+    pub runtime: Option<String>,
 }
 
 /// How busy the sandbox is, for metrics and load shedding.
@@ -128,7 +133,8 @@ pub struct Sandbox {
 }
 
 struct Inner {
-    limits: Limits,
+    /// By registration order; the first is the default.
+    runtimes: Vec<Arc<dyn Runtime>>,
     capacity: usize,
     /// One permit per execution running or queued.
     permits: Arc<Semaphore>,
@@ -198,53 +204,31 @@ impl Sandbox {
             sha256,
             config.cache_dir.as_deref(),
         )?;
-        let guest = Arc::new(Guest::new(engine, &module)?);
-        // The first instance builds the copy-on-write memory image (~40 ms): pay that here,
-        // not in the first client's request.
-        // On a thread of its own: reading stdin through WASI must not happen inside an async
-        // runtime's context, which the caller may have entered.
-        let warm_up_request = serde_json::to_vec(&GuestRequest {
-            code: "result = 1",
-            data: None,
-            output_limit: 64,
-        })?;
-        let warm_up = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    guest.run(
-                        warm_up_request,
-                        RunLimits {
-                            fuel: Limits::default().fuel,
-                            timeout: Duration::from_secs(10),
-                            memory_bytes: Limits::default().memory_bytes,
-                            output_bytes: 64,
-                        },
-                        Arc::default(),
-                    )
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("the guest's warm-up run panicked"))
-        })?;
-        anyhow::ensure!(
-            warm_up
-                .result
-                .as_ref()
-                .is_ok_and(|result| result.get() == "1"),
-            "the guest failed its warm-up run: {:?}",
-            warm_up.result
-        );
+        // The registry: the first is the default.
+        let runtimes: Vec<Arc<dyn Runtime>> =
+            vec![Arc::new(RustPython::new(engine, &module, config.limits)?)];
+        for runtime in &runtimes {
+            warm_up(&**runtime)?;
+        }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "guest ready"
+            "runtimes ready"
         );
 
-        let weak_engine = guest.engine().weak();
+        let weak_engines: Vec<_> = runtimes
+            .iter()
+            .map(|runtime| runtime.engine().weak())
+            .collect();
         std::thread::Builder::new()
             .name("pyexec-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak_engine.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
+                // Ends once every runtime's engine is gone.
+                while weak_engines.iter().fold(false, |alive, weak| {
+                    weak.upgrade()
+                        .map(|engine| engine.increment_epoch())
+                        .is_some()
+                        || alive
+                }) {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;
@@ -252,17 +236,17 @@ impl Sandbox {
         let queue = Arc::new(FairQueue::default());
         let running = Arc::new(AtomicUsize::new(0));
         for n in 0..config.workers {
-            let (guest, queue, running) = (guest.clone(), queue.clone(), running.clone());
+            let (queue, running) = (queue.clone(), running.clone());
             std::thread::Builder::new()
                 .name(format!("pyexec-worker-{n}"))
                 // wasm runs on this thread's stack: room for the guest's plus the host's frames.
                 .stack_size(MAX_WASM_STACK + (8 << 20))
-                .spawn(move || pool::work(&guest, &queue, &running))?;
+                .spawn(move || pool::work(&queue, &running))?;
         }
         let capacity = config.workers + config.queue;
         Ok(Self {
             inner: Arc::new(Inner {
-                limits: config.limits,
+                runtimes,
                 capacity,
                 permits: Arc::new(Semaphore::new(capacity)),
                 queue,
@@ -271,9 +255,35 @@ impl Sandbox {
         })
     }
 
-    /// The default limits.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+    /// The default runtime's default limits.
+    pub fn limits(&self) -> Limits {
+        self.default_runtime().info().limits.limits()
+    }
+
+    /// The runtimes there are, the default first.
+    pub fn runtimes(&self) -> Vec<RuntimeInfo> {
+        let runtimes = self.inner.runtimes.iter();
+        runtimes.map(|runtime| runtime.info().clone()).collect()
+    }
+
+    /// The runtime used when an execution names none.
+    pub fn default_runtime(&self) -> &dyn Runtime {
+        &*self.inner.runtimes[0]
+    }
+
+    /// The runtime `name` names, or the default; refuses a name there is no runtime for.
+    fn runtime(&self, name: Option<&str>) -> Result<&Arc<dyn Runtime>, Rejected> {
+        let runtimes = &self.inner.runtimes;
+        let Some(name) = name else {
+            return Ok(&runtimes[0]);
+        };
+        runtimes
+            .iter()
+            .find(|runtime| runtime.info().name == name)
+            .ok_or_else(|| Rejected::UnknownRuntime {
+                requested: name.to_owned(),
+                available: runtimes.iter().map(|r| r.info().name.clone()).collect(),
+            })
     }
 
     /// Executions running and queued now.
@@ -287,10 +297,12 @@ impl Sandbox {
         }
     }
 
-    /// Checks an execution's input and takes a place for it in the queue. Refuses at once,
-    /// without waiting, when the input is too large or the sandbox is at capacity.
+    /// Checks an execution's runtime and input and takes a place for it in the queue. Refuses
+    /// at once, without waiting, when the runtime is unknown, the input is too large or the
+    /// sandbox is at capacity.
     pub fn prepare(&self, execution: Execution) -> Result<Prepared, Rejected> {
-        let limits = self.inner.limits;
+        let runtime = self.runtime(execution.runtime.as_deref())?;
+        let limits = runtime.info().limits.limits();
         let input = execution.code.len() + execution.data.as_ref().map_or(0, |d| d.get().len());
         if input > limits.input_bytes {
             return Err(Rejected::InputTooLarge {
@@ -315,15 +327,16 @@ impl Sandbox {
             .map_err(|_| Rejected::Overloaded {
                 capacity: self.inner.capacity,
             })?;
-        let request = GuestRequest {
+        let request = runtime.encode(GuestInput {
             code: &execution.code,
             data: execution.data.as_deref(),
             output_limit: limits.output_bytes,
-        };
+        });
         Ok(Prepared {
+            runtime: runtime.clone(),
             queue: self.inner.queue.clone(),
             tenant: execution.tenant.unwrap_or_default(),
-            request: serde_json::to_vec(&request).expect("a guest request serialises"),
+            request,
             limits: RunLimits {
                 fuel: execution.fuel.unwrap_or(limits.fuel),
                 timeout: limits.timeout,
@@ -343,6 +356,7 @@ impl Sandbox {
 /// An execution that passed its checks and holds a place in the queue; dropping it unrun gives
 /// the place back.
 pub struct Prepared {
+    runtime: Arc<dyn Runtime>,
     queue: Arc<FairQueue>,
     tenant: String,
     request: Vec<u8>,
@@ -355,7 +369,9 @@ impl Prepared {
     pub async fn run(self) -> Outcome {
         let cancelled = Arc::new(AtomicBool::new(false));
         let (done, outcome) = oneshot::channel();
+        let runtime = self.runtime.info().name.clone();
         let job = Job {
+            runtime: self.runtime,
             request: self.request,
             limits: self.limits,
             cancelled: cancelled.clone(),
@@ -363,13 +379,48 @@ impl Prepared {
             permit: self.permit,
         };
         if self.queue.push(self.tenant, job).is_err() {
-            return worker_lost();
+            return worker_lost(&runtime);
         }
         let cancel_on_drop = CancelOnDrop(cancelled);
-        let outcome = outcome.await.unwrap_or_else(|_| worker_lost());
+        let outcome = outcome.await.unwrap_or_else(|_| worker_lost(&runtime));
         std::mem::forget(cancel_on_drop);
         outcome
     }
+}
+
+/// Runs a trivial execution in `runtime`: its first instance builds the copy-on-write memory
+/// image (~40 ms), paid here, not in the first client's request. On a thread of its own:
+/// reading stdin through WASI must not happen inside an async runtime's context, which the
+/// caller may have entered.
+fn warm_up(runtime: &dyn Runtime) -> anyhow::Result<()> {
+    let request = runtime.encode(GuestInput {
+        code: "result = 1",
+        data: None,
+        output_limit: 64,
+    });
+    let defaults = runtime.info().limits.limits();
+    let limits = RunLimits {
+        fuel: defaults.fuel,
+        timeout: Duration::from_secs(10),
+        memory_bytes: defaults.memory_bytes,
+        output_bytes: 64,
+    };
+    let warm_up = std::thread::scope(|scope| {
+        scope
+            .spawn(|| instance::run(runtime, &request, limits, Arc::default()))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the warm-up run panicked"))
+    })?;
+    anyhow::ensure!(
+        warm_up
+            .result
+            .as_ref()
+            .is_ok_and(|result| result.get() == "1"),
+        "the {} runtime failed its warm-up run: {:?}",
+        runtime.info().name,
+        warm_up.result
+    );
+    Ok(())
 }
 
 /// Whether `config` gets the pooling allocator: each worker holds a slot while it runs, so with
@@ -406,14 +457,6 @@ fn nests_deeper_than(json: &str, limit: usize) -> bool {
         }
     }
     false
-}
-
-/// The request document of the guest protocol (guest/src/lib.rs), written to the guest's stdin.
-#[derive(Serialize)]
-struct GuestRequest<'a> {
-    code: &'a str,
-    data: Option<&'a RawValue>,
-    output_limit: usize,
 }
 
 /// Flags the execution as cancelled when the caller stops waiting for it.

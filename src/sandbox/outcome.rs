@@ -8,6 +8,8 @@ use serde_json::value::RawValue;
 /// The end of one execution that ran (or started to).
 #[derive(Debug)]
 pub struct Outcome {
+    /// The runtime that ran it (empty when no runtime was reached).
+    pub runtime: String,
     /// The JSON of the global `result`, or why there is none.
     pub result: Result<Box<RawValue>, ExecutionError>,
     /// Everything the code wrote to stdout, up to the output limit (invalid UTF-8 replaced).
@@ -145,5 +147,13 @@ pub enum Rejected {
     DataTooDeep {
         /// The nesting limit, [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH).
         limit: usize,
+    },
+    /// The execution names a runtime this sandbox does not have.
+    #[error("unknown runtime {requested:?}; available: {}", available.join(", "))]
+    UnknownRuntime {
+        /// The name asked for.
+        requested: String,
+        /// The runtimes there are, the default first.
+        available: Vec<String>,
     },
 }

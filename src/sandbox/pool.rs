@@ -9,11 +9,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::instance::{Guest, RunLimits};
+use super::instance::{self, RunLimits};
 use super::outcome::{ExecutionError, Outcome};
+use super::runtime::Runtime;
 
 /// One execution waiting for, or on, a worker.
 pub struct Job {
+    /// Workers are shared by every runtime: the job names its own.
+    pub runtime: Arc<dyn Runtime>,
     pub request: Vec<u8>,
     pub limits: RunLimits,
     pub cancelled: Arc<AtomicBool>,
@@ -97,9 +100,10 @@ impl FairQueue {
 }
 
 /// A worker thread's loop: runs jobs until the queue closes.
-pub fn work(guest: &Guest, queue: &FairQueue, running: &AtomicUsize) {
+pub fn work(queue: &FairQueue, running: &AtomicUsize) {
     while let Some(job) = queue.pop() {
         let Job {
+            runtime,
             request,
             limits,
             cancelled,
@@ -110,12 +114,13 @@ pub fn work(guest: &Guest, queue: &FairQueue, running: &AtomicUsize) {
             continue;
         }
         running.fetch_add(1, Ordering::Relaxed);
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| guest.run(request, limits, cancelled)))
-                .unwrap_or_else(|_| {
-                    tracing::error!("an execution panicked in the host");
-                    worker_lost()
-                });
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            instance::run(&*runtime, &request, limits, cancelled)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("an execution panicked in the host");
+            worker_lost(&runtime.info().name)
+        });
         // Free the place before answering, so the caller never sees its own execution as load.
         running.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
@@ -123,9 +128,10 @@ pub fn work(guest: &Guest, queue: &FairQueue, running: &AtomicUsize) {
     }
 }
 
-/// The outcome of an execution whose worker failed.
-pub fn worker_lost() -> Outcome {
+/// The outcome of an execution on `runtime` whose worker failed.
+pub fn worker_lost(runtime: &str) -> Outcome {
     Outcome {
+        runtime: runtime.to_owned(),
         result: Err(ExecutionError::internal()),
         stdout: String::new(),
         stderr: String::new(),

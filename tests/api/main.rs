@@ -8,4 +8,5 @@ mod execute;
 mod helpers;
 mod observability;
 mod playground;
+mod runtimes;
 mod usage_history;

@@ -80,13 +80,22 @@ async fn metrics_move_after_an_execution() {
     );
     let after = response.text().await.unwrap();
     let moved = |series: &str| sample(&after, series) - sample(&before, series);
-    assert_eq!(moved(r#"pyexec_executions_total{outcome="success"}"#), 1.0);
     assert_eq!(
-        moved(r#"pyexec_executions_total{outcome="python_exception"}"#),
+        moved(r#"pyexec_executions_total{runtime="rustpython",outcome="success"}"#),
         1.0
     );
-    assert_eq!(moved("pyexec_execution_fuel_count"), 2.0);
-    assert_eq!(moved("pyexec_execution_duration_seconds_count"), 2.0);
+    assert_eq!(
+        moved(r#"pyexec_executions_total{runtime="rustpython",outcome="python_exception"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"pyexec_execution_fuel_count{runtime="rustpython"}"#),
+        2.0
+    );
+    assert_eq!(
+        moved(r#"pyexec_execution_duration_seconds_count{runtime="rustpython"}"#),
+        2.0
+    );
     assert_eq!(
         moved(r#"pyexec_http_responses_total{method="POST",route="/execute",status="200"}"#),
         2.0
@@ -124,6 +133,7 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
             ("/health".to_owned(), "get"),
             ("/metrics".to_owned(), "get"),
             ("/openapi.json".to_owned(), "get"),
+            ("/runtimes".to_owned(), "get"),
             ("/usage".to_owned(), "get"),
         ]
     );
@@ -144,4 +154,15 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
         .map(|k| k.as_str())
         .collect();
     assert_eq!(kinds, &json!(expected));
+    // The runtime choice: the request field, the reply's runtime, the list of the rest.
+    let schemas = &document["components"]["schemas"];
+    assert!(schemas["ExecuteRequest"]["properties"]["runtime"].is_object());
+    assert!(schemas["ExecuteResponse"]["properties"]["runtime"].is_object());
+    assert!(schemas["ErrorBody"]["properties"]["available"].is_object());
+    let info = &schemas["RuntimeInfo"]["properties"];
+    for field in ["name", "python_version", "preloaded", "packages", "limits"] {
+        assert!(info[field].is_object(), "RuntimeInfo.{field}");
+    }
+    let unprocessable = &document["paths"]["/execute"]["post"]["responses"]["422"]["description"];
+    assert!(unprocessable.as_str().unwrap().contains("runtime"));
 }

@@ -325,3 +325,29 @@ fn help_documents_input_output_and_exit_codes() {
     assert!(!out.stdout.contains("--workers"), "{}", out.stdout);
     assert!(!out.stdout.contains("--queue"), "{}", out.stdout);
 }
+
+#[test]
+fn runtime_selects_the_runtime_and_the_json_envelope_names_it() {
+    for args in [&["--json"][..], &["--json", "--runtime", "rustpython"]] {
+        let out = pyexec_run(args, "import sys\nresult = sys.implementation.name").success();
+        let envelope: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            (&envelope["result"], &envelope["runtime"]),
+            (&json!("rustpython"), &json!("rustpython")),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_runtime_is_a_usage_error_listing_the_runtimes() {
+    let out = pyexec_run(&["--runtime", "cpython-9"], "result = 1");
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("unknown runtime \"cpython-9\"")
+            && out.stderr.contains("available: rustpython"),
+        "{}",
+        out.stderr
+    );
+}

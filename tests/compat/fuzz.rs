@@ -79,6 +79,7 @@ async fn generated_programs_never_end_internal() {
                 data: None,
                 fuel: None,
                 tenant: None,
+                runtime: None,
             })
             .await
             .expect("the execution is admitted");

@@ -159,6 +159,7 @@ async fn execute(
             data: Some(data),
             fuel: None,
             tenant: None,
+            runtime: None,
         })
         .await
         .expect("the execution is admitted");

@@ -44,6 +44,7 @@ pub fn guest_result(code: &str) -> Value {
         data: None,
         fuel: None,
         tenant: None,
+        runtime: None,
     };
     // Built outside the runtime: `Sandbox::new` runs a blocking warm-up execution, and a WASI
     // call made inside an async context panics.

@@ -53,6 +53,7 @@ pub fn execution(code: impl Into<String>) -> Execution {
         data: None,
         fuel: None,
         tenant: None,
+        runtime: None,
     }
 }
 

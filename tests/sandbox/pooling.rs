@@ -183,6 +183,7 @@ async fn more_workers_than_pooled_slots_all_run_at_once() {
             let outcome = sandbox
                 .execute(Execution {
                     tenant: Some(format!("tenant-{i}")),
+                    runtime: None,
                     ..execution(format!("import time\ntime.sleep(0.5)\nresult = {i}"))
                 })
                 .await

@@ -91,6 +91,7 @@ async fn waiting_executions_are_served_round_robin_per_tenant() {
     .unwrap();
     let job = |tenant: &str, name: &str| Execution {
         tenant: Some(tenant.to_owned()),
+        runtime: None,
         ..execution(format!("import time\ntime.sleep(0.2)\nresult = '{name}'"))
     };
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
