@@ -223,12 +223,15 @@ impl Sandbox {
             .name("pyexec-epoch".into())
             .spawn(move || {
                 // Ends once every runtime's engine is gone.
-                while weak_engines.iter().fold(false, |alive, weak| {
-                    weak.upgrade()
+                loop {
+                    let alive = weak_engines
+                        .iter()
+                        .filter_map(|weak| weak.upgrade())
                         .map(|engine| engine.increment_epoch())
-                        .is_some()
-                        || alive
-                }) {
+                        .count();
+                    if alive == 0 {
+                        break;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;

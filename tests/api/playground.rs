@@ -27,6 +27,8 @@ async fn the_playground_is_served_as_html_with_its_controls() {
     for control in [
         "<textarea id=\"code\"",
         "<textarea id=\"data\"",
+        "<select id=\"runtime\"",
+        "fetch(\"/runtimes\")",
         "<input id=\"api-key\" type=\"password\"",
         "<button id=\"run\"",
         "id=\"result\"",
