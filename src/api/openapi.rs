@@ -10,10 +10,9 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorBody;
 use super::execute::{ExecuteRequest, ExecuteResponse};
 use super::runtimes::RuntimesResponse;
-use super::usage::{
-    ExecutionLimits, HealthResponse, History, HistoryBucket, RateLimitUsage, UsageResponse,
-};
-use crate::sandbox::runtime::{LimitsInfo, Package};
+use super::usage::{HealthResponse, History, HistoryBucket, RateLimitUsage, UsageResponse};
+use crate::sandbox::Limits;
+use crate::sandbox::runtime::Package;
 use crate::sandbox::{ErrorKind, ExecutionError, RuntimeInfo};
 
 /// The API's OpenAPI document.
@@ -40,10 +39,9 @@ use crate::sandbox::{ErrorKind, ExecutionError, RuntimeInfo};
         RuntimesResponse,
         RuntimeInfo,
         Package,
-        LimitsInfo,
+        Limits,
         UsageResponse,
         RateLimitUsage,
-        ExecutionLimits,
         History,
         HistoryBucket,
         HealthResponse,

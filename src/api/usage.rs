@@ -15,6 +15,7 @@ use super::error::{ApiError, ErrorBody, whole_seconds};
 use super::extract::Authenticated;
 use super::quota::QuotaHeaders;
 use crate::keys;
+use crate::sandbox::Limits;
 
 /// The calling key and what it may still do.
 #[derive(Serialize, ToSchema)]
@@ -29,7 +30,7 @@ pub struct UsageResponse {
     pub executions_left: u64,
     pub rate_limit: RateLimitUsage,
     /// Limits each execution of this key runs under.
-    pub limits: ExecutionLimits,
+    pub limits: Limits,
     /// Executions per UTC hour and per UTC day, recently.
     pub history: History,
 }
@@ -90,19 +91,6 @@ pub struct RateLimitUsage {
     pub reset_seconds: u64,
 }
 
-/// The limits of one execution.
-#[derive(Serialize, ToSchema)]
-pub struct ExecutionLimits {
-    /// Fuel per execution (the key's own limit, or the server default).
-    pub fuel: u64,
-    pub timeout_ms: u64,
-    pub memory_bytes: usize,
-    /// stdout + stderr, and the serialised `result`.
-    pub output_bytes: usize,
-    /// Code plus data.
-    pub input_bytes: usize,
-}
-
 /// The calling key's usage, budgets, execution limits and recent usage per hour and day.
 #[utoipa::path(
     get,
@@ -139,12 +127,9 @@ pub async fn usage(
             remaining: quota.rate.remaining,
             reset_seconds: whole_seconds(quota.rate.reset_after),
         },
-        limits: ExecutionLimits {
+        limits: Limits {
             fuel: key.fuel_limit.unwrap_or(limits.fuel),
-            timeout_ms: limits.timeout.as_millis() as u64,
-            memory_bytes: limits.memory_bytes,
-            output_bytes: limits.output_bytes,
-            input_bytes: limits.input_bytes,
+            ..limits
         },
         history: history.into(),
     };

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -39,12 +40,15 @@ pub use self::wasi::CLOCK_RESOLUTION;
 /// only fail inside the guest, so [`Sandbox::prepare`] refuses it before anything runs.
 pub const MAX_DATA_DEPTH: usize = 126;
 
-/// Limits applied to every execution of a runtime unless a key overrides its fuel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits applied to every execution of a runtime unless a key overrides its fuel; documents
+/// (`GET /runtimes`, `GET /usage`) carry them as they are, the timeout in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Limits {
     /// Fuel (units of wasm work) per execution; 10^9 is roughly 0.1 s of CPU here.
     pub fuel: u64,
     /// Wall-clock time per execution, covering what fuel does not (sleeping, waiting).
+    #[serde(rename = "timeout_ms", serialize_with = "whole_milliseconds")]
+    #[schema(value_type = u64)]
     pub timeout: Duration,
     /// Linear memory per execution, in bytes.
     pub memory_bytes: usize,
@@ -64,6 +68,10 @@ impl Default for Limits {
             input_bytes: 1 << 20,
         }
     }
+}
+
+fn whole_milliseconds<S: serde::Serializer>(duration: &Duration, to: S) -> Result<S::Ok, S::Error> {
+    to.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How to build a [`Sandbox`].
@@ -207,9 +215,6 @@ impl Sandbox {
         // The registry: the first is the default.
         let runtimes: Vec<Arc<dyn Runtime>> =
             vec![Arc::new(RustPython::new(engine, &module, config.limits)?)];
-        for runtime in &runtimes {
-            warm_up(&**runtime)?;
-        }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "runtimes ready"
@@ -260,7 +265,7 @@ impl Sandbox {
 
     /// The default runtime's default limits.
     pub fn limits(&self) -> Limits {
-        self.default_runtime().info().limits.limits()
+        self.default_runtime().info().limits
     }
 
     /// The runtimes there are, the default first.
@@ -305,7 +310,7 @@ impl Sandbox {
     /// sandbox is at capacity.
     pub fn prepare(&self, execution: Execution) -> Result<Prepared, Rejected> {
         let runtime = self.runtime(execution.runtime.as_deref())?;
-        let limits = runtime.info().limits.limits();
+        let limits = runtime.info().limits;
         let input = execution.code.len() + execution.data.as_ref().map_or(0, |d| d.get().len());
         if input > limits.input_bytes {
             return Err(Rejected::InputTooLarge {
@@ -389,41 +394,6 @@ impl Prepared {
         std::mem::forget(cancel_on_drop);
         outcome
     }
-}
-
-/// Runs a trivial execution in `runtime`: its first instance builds the copy-on-write memory
-/// image (~40 ms), paid here, not in the first client's request. On a thread of its own:
-/// reading stdin through WASI must not happen inside an async runtime's context, which the
-/// caller may have entered.
-fn warm_up(runtime: &dyn Runtime) -> anyhow::Result<()> {
-    let request = runtime.encode(GuestInput {
-        code: "result = 1",
-        data: None,
-        output_limit: 64,
-    });
-    let defaults = runtime.info().limits.limits();
-    let limits = RunLimits {
-        fuel: defaults.fuel,
-        timeout: Duration::from_secs(10),
-        memory_bytes: defaults.memory_bytes,
-        output_bytes: 64,
-    };
-    let warm_up = std::thread::scope(|scope| {
-        scope
-            .spawn(|| instance::run(runtime, &request, limits, Arc::default()))
-            .join()
-            .map_err(|_| anyhow::anyhow!("the warm-up run panicked"))
-    })?;
-    anyhow::ensure!(
-        warm_up
-            .result
-            .as_ref()
-            .is_ok_and(|result| result.get() == "1"),
-        "the {} runtime failed its warm-up run: {:?}",
-        runtime.info().name,
-        warm_up.result
-    );
-    Ok(())
 }
 
 /// Whether `config` gets the pooling allocator: each worker holds a slot while it runs, so with

@@ -9,16 +9,17 @@
 
 pub mod rustpython;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use wasmtime::{Engine, Instance, InstancePre, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::Limits;
-use super::instance::ExecutionState;
+use super::instance::{self, ExecutionState, RunLimits};
 use super::wasi::OutputCapture;
 
 /// One execution's input, as a runtime encodes it for its guest.
@@ -78,7 +79,7 @@ pub struct RuntimeInfo {
     /// Third-party packages installed beside the standard library.
     pub packages: Vec<Package>,
     /// The limits an execution gets unless a key overrides its fuel.
-    pub limits: LimitsInfo,
+    pub limits: Limits,
 }
 
 /// A package installed in a runtime.
@@ -88,42 +89,45 @@ pub struct Package {
     pub version: String,
 }
 
-/// [`Limits`] as documents carry them.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-pub struct LimitsInfo {
-    /// Fuel (units of wasm work) per execution.
-    pub fuel: u64,
-    /// Wall-clock time per execution, in milliseconds.
-    pub timeout_ms: u64,
-    /// Linear memory per execution, in bytes.
-    pub memory_bytes: usize,
-    /// stdout + stderr per execution, in bytes.
-    pub output_bytes: usize,
-    /// Code plus data per execution, in bytes.
-    pub input_bytes: usize,
+/// What a runtime's interpreter says of itself.
+#[derive(Deserialize)]
+pub struct Probe {
+    pub python_version: String,
+    /// Public modules already imported when user code starts: what the snapshot imported.
+    pub preloaded: Vec<String>,
 }
 
-impl From<Limits> for LimitsInfo {
-    fn from(limits: Limits) -> Self {
-        Self {
-            fuel: limits.fuel,
-            timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
-            memory_bytes: limits.memory_bytes,
-            output_bytes: limits.output_bytes,
-            input_bytes: limits.input_bytes,
-        }
-    }
-}
-
-impl LimitsInfo {
-    /// The limits these describe.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            fuel: self.fuel,
-            timeout: Duration::from_millis(self.timeout_ms),
-            memory_bytes: self.memory_bytes,
-            output_bytes: self.output_bytes,
-            input_bytes: self.input_bytes,
-        }
-    }
+/// Asks `runtime`'s interpreter, in one execution, for its version and the modules its snapshot
+/// imported, so `GET /runtimes` reports the guest as built rather than a copy kept by hand.
+/// The execution also builds the module's copy-on-write memory image (~40 ms), paid here, not
+/// in the first client's request. On a thread of its own: reading stdin through WASI must not
+/// happen inside an async runtime's context, which the caller may have entered.
+pub fn probe(runtime: &dyn Runtime, limits: Limits) -> anyhow::Result<Probe> {
+    const PROBE: &str = "import sys\n\
+        result = {'python_version': '%d.%d.%d' % sys.version_info[:3],\n\
+        'preloaded': sorted(m for m in sys.modules if not m.startswith('_'))}";
+    const OUTPUT_LIMIT: usize = 64 << 10;
+    let request = runtime.encode(GuestInput {
+        code: PROBE,
+        data: None,
+        output_limit: OUTPUT_LIMIT,
+    });
+    let limits = RunLimits {
+        fuel: limits.fuel,
+        timeout: Duration::from_secs(10),
+        memory_bytes: limits.memory_bytes,
+        output_bytes: OUTPUT_LIMIT,
+    };
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| instance::run(runtime, &request, limits, Arc::default()))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe run panicked"))
+    })?;
+    let name = &runtime.info().name;
+    let result = outcome
+        .result
+        .map_err(|err| anyhow::anyhow!("the {name} runtime failed its probe run: {err:?}"))?;
+    serde_json::from_str(result.get())
+        .map_err(|err| anyhow::anyhow!("the {name} runtime's probe answered {result}: {err}"))
 }

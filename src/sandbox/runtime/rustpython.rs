@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Module, ModuleExport, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::{GuestInput, Runtime, RuntimeInfo};
+use super::{GuestInput, Runtime, RuntimeInfo, probe};
 use crate::sandbox::Limits;
 use crate::sandbox::instance::{ExecutionState, Stop};
 use crate::sandbox::wasi::{self, OutputCapture};
@@ -21,54 +21,6 @@ pub static GUEST_SHA256: &str = include_str!("../../../assets/python.wasm.sha256
 
 /// The name requests select this runtime by.
 pub const NAME: &str = "rustpython";
-
-/// The Python version the embedded RustPython 0.6 reports as `sys.version_info`.
-const PYTHON_VERSION: &str = "3.14.0";
-
-/// The modules the snapshot imported before it was taken: guest/src/lib.rs `PRELOADED_MODULES`.
-const PRELOADED: &[&str] = &[
-    "__future__",
-    "abc",
-    "array",
-    "asyncio",
-    "base64",
-    "bisect",
-    "calendar",
-    "cmath",
-    "collections",
-    "collections.abc",
-    "contextlib",
-    "copy",
-    "csv",
-    "dataclasses",
-    "datetime",
-    "decimal",
-    "enum",
-    "fractions",
-    "functools",
-    "hashlib",
-    "heapq",
-    "io",
-    "itertools",
-    "json",
-    "math",
-    "numbers",
-    "operator",
-    "os",
-    "pprint",
-    "random",
-    "re",
-    "statistics",
-    "string",
-    "struct",
-    "textwrap",
-    "threading",
-    "time",
-    "types",
-    "typing",
-    "unicodedata",
-    "uuid",
-];
 
 /// The guest, linked and ready to instantiate.
 pub struct RustPython {
@@ -89,22 +41,25 @@ impl RustPython {
         let start = module
             .get_export_index("run")
             .ok_or_else(|| anyhow::anyhow!("the guest module has no `run` export"))?;
-        let info = RuntimeInfo {
-            name: NAME.into(),
-            python_version: PYTHON_VERSION.into(),
-            description: "RustPython 0.6, a Python interpreter written in Rust, pre-initialised \
-                          in a wasm snapshot; the standard library only"
-                .into(),
-            preloaded: PRELOADED.iter().map(|&module| module.into()).collect(),
-            packages: Vec::new(),
-            limits: limits.into(),
-        };
-        Ok(Self {
-            info,
+        let mut runtime = Self {
+            info: RuntimeInfo {
+                name: NAME.into(),
+                python_version: String::new(),
+                description: "RustPython 0.6, a Python interpreter written in Rust, \
+                              pre-initialised in a wasm snapshot; the standard library only"
+                    .into(),
+                preloaded: Vec::new(),
+                packages: Vec::new(),
+                limits,
+            },
             engine,
             pre,
             start,
-        })
+        };
+        let guest = probe(&runtime, limits)?;
+        runtime.info.python_version = guest.python_version;
+        runtime.info.preloaded = guest.preloaded;
+        Ok(runtime)
     }
 }
 
