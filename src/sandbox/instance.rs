@@ -142,7 +142,7 @@ impl ResourceLimiter for ExecutionState {
 /// Runs `request` (from the runtime's `encode`) in a fresh instance of `runtime`.
 pub fn run(
     runtime: &dyn Runtime,
-    request: &[u8],
+    request: Vec<u8>,
     limits: RunLimits,
     cancelled: Arc<AtomicBool>,
 ) -> Outcome {
@@ -169,7 +169,7 @@ pub fn run(
     let ended = runtime
         .instance_pre()
         .instantiate(&mut store)
-        .and_then(|instance| runtime.start(&mut store, instance, request));
+        .and_then(|instance| runtime.start(&mut store, instance));
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
     let reply = store.data_mut().reply.take();
     drop(store);

@@ -115,7 +115,7 @@ pub fn work(queue: &FairQueue, running: &AtomicUsize) {
         }
         running.fetch_add(1, Ordering::Relaxed);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            instance::run(&*runtime, &request, limits, cancelled)
+            instance::run(&*runtime, request, limits, cancelled)
         }))
         .unwrap_or_else(|_| {
             tracing::error!("an execution panicked in the host");

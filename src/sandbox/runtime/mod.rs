@@ -47,20 +47,15 @@ pub trait Runtime: Send + Sync {
     /// The request as the runtime hands it to the guest, prepared before the job is queued.
     fn encode(&self, input: GuestInput<'_>) -> Vec<u8>;
 
-    /// The WASI context of one execution: `request` (from [`encode`](Self::encode)) wherever
-    /// the guest reads it, stdout and stderr into `output`, plus any files or variables the
+    /// The WASI context of one execution: `request` (from [`encode`](Self::encode)), moved in,
+    /// wherever the guest reads it, stdout and stderr into `output`, plus any files or variables the
     /// runtime's guest needs.
-    fn wasi(&self, request: &[u8], output: &OutputCapture) -> WasiP1Ctx;
+    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx;
 
     /// Starts the run on a fresh instance; it ends with the guest's reply
     /// ([`ExecutionState::reply`]) as a `Stop::Replied` trap, or with any other error, which the
     /// shared code classifies.
-    fn start(
-        &self,
-        store: &mut Store<ExecutionState>,
-        instance: Instance,
-        request: &[u8],
-    ) -> wasmtime::Result<()>;
+    fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()>;
 }
 
 /// What a runtime is and offers, as `GET /runtimes` describes it.
@@ -120,7 +115,7 @@ pub fn probe(runtime: &dyn Runtime, limits: Limits) -> anyhow::Result<Probe> {
     };
     let outcome = std::thread::scope(|scope| {
         scope
-            .spawn(|| instance::run(runtime, &request, limits, Arc::default()))
+            .spawn(|| instance::run(runtime, request, limits, Arc::default()))
             .join()
             .map_err(|_| anyhow::anyhow!("the probe run panicked"))
     })?;

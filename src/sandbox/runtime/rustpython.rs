@@ -85,16 +85,11 @@ impl Runtime for RustPython {
         serde_json::to_vec(&request).expect("a guest request serialises")
     }
 
-    fn wasi(&self, request: &[u8], output: &OutputCapture) -> WasiP1Ctx {
-        wasi::context(request.to_vec(), output)
+    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx {
+        wasi::context(request, output)
     }
 
-    fn start(
-        &self,
-        store: &mut Store<ExecutionState>,
-        instance: Instance,
-        _request: &[u8],
-    ) -> wasmtime::Result<()> {
+    fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()> {
         let run = instance
             .get_module_export(&mut *store, &self.start)
             .and_then(|export| export.into_func())
