@@ -95,9 +95,11 @@ pub struct Probe {
 /// Asks `runtime`'s interpreter, in one execution, for its version and the modules its snapshot
 /// imported, so `GET /runtimes` reports the guest as built rather than a copy kept by hand.
 /// The execution also builds the module's copy-on-write memory image (~40 ms), paid here, not
-/// in the first client's request. On a thread of its own: reading stdin through WASI must not
-/// happen inside an async runtime's context, which the caller may have entered.
-pub fn probe(runtime: &dyn Runtime, limits: Limits) -> anyhow::Result<Probe> {
+/// in the first client's request. It runs under the default limits, not the configured ones,
+/// which may be too small for it (`pyexec run --fuel 1000000`). On a thread of its own:
+/// reading stdin through WASI must not happen inside an async runtime's context, which the
+/// caller may have entered.
+pub fn probe(runtime: &dyn Runtime) -> anyhow::Result<Probe> {
     const PROBE: &str = "import sys\n\
         result = {'python_version': '%d.%d.%d' % sys.version_info[:3],\n\
         'preloaded': sorted(m for m in sys.modules if not m.startswith('_'))}";
@@ -108,9 +110,9 @@ pub fn probe(runtime: &dyn Runtime, limits: Limits) -> anyhow::Result<Probe> {
         output_limit: OUTPUT_LIMIT,
     });
     let limits = RunLimits {
-        fuel: limits.fuel,
+        fuel: Limits::default().fuel,
         timeout: Duration::from_secs(10),
-        memory_bytes: limits.memory_bytes,
+        memory_bytes: Limits::default().memory_bytes,
         output_bytes: OUTPUT_LIMIT,
     };
     let outcome = std::thread::scope(|scope| {

@@ -56,7 +56,7 @@ impl RustPython {
             pre,
             start,
         };
-        let guest = probe(&runtime, limits)?;
+        let guest = probe(&runtime)?;
         runtime.info.python_version = guest.python_version;
         runtime.info.preloaded = guest.preloaded;
         Ok(runtime)
