@@ -1,12 +1,12 @@
 //! `pyexec serve` as a process: first run, `keys` commands against a running server, SIGTERM
-//! and `kill -9`.
+//! and `kill -9`, settings refused before it starts.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::helpers::{TestDir, pyexec, shown_key};
+use super::helpers::{TestDir, pyexec, run, shown_key};
 use super::server::Server;
 
 #[tokio::test]
@@ -65,6 +65,33 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     assert_eq!(second.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("locked by another process"), "{stderr}");
+}
+
+/// A usage retention of 0 days would delete every usage record as soon as it is made, so it
+/// is bad usage, from the flag or the environment, like one past 100 years; nothing is
+/// created.
+#[test]
+fn a_usage_retention_outside_1_to_36500_days_is_refused() {
+    let dir = TestDir::new();
+    let serve = || {
+        let mut command = pyexec();
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.data_dir())
+            .env_remove("PYEXEC_USAGE_RETENTION_DAYS");
+        command
+    };
+    let flag = |days| run(serve().args(["--usage-retention-days", days]));
+    let env = |days| run(serve().env("PYEXEC_USAGE_RETENTION_DAYS", days));
+    for (out, days) in [(flag("0"), "0"), (env("0"), "0"), (flag("36501"), "36501")] {
+        assert_eq!(out.code, Some(2), "{out:#?}");
+        let expected = format!(
+            "error: invalid value '{days}' for '--usage-retention-days <DAYS>': {days} is not \
+             in 1..=36500"
+        );
+        assert!(out.stderr.starts_with(&expected), "{out:#?}");
+    }
+    assert!(!dir.data_dir().exists());
 }
 
 #[tokio::test]

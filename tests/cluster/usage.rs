@@ -1,7 +1,8 @@
 //! Usage history and retention on PostgreSQL, seen in the tables: pruning deletes exactly the
-//! charges past the cut-off, in batches, with several nodes pruning at once; upgrading a
-//! database counts its earlier charges; and what counting charges per hour costs an admission
-//! (an ignored benchmark).
+//! charges past the cut-off, in batches, with several nodes pruning at once; a real `pyexec
+//! serve` prunes by itself, after its `--usage-retention-days`; upgrading a database counts its
+//! earlier charges; and what counting charges per hour costs an admission (an ignored
+//! benchmark).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use pyexec::keys::{Caller, Env, KeyId, KeyStore, NewKey, PgOptions, StoreLocatio
 use time::OffsetDateTime;
 
 use crate::pg::{SHARED, psql};
+use crate::server::Server;
 
 const DAY: time::Duration = time::Duration::DAY;
 
@@ -126,6 +128,55 @@ async fn nodes_pruning_at_once_delete_every_old_row_once() {
     assert_eq!(
         count(&url, "SELECT sum(executions) FROM pyexec_usage_hourly"),
         50
+    );
+}
+
+/// `pyexec serve --usage-retention-days 2`, started on a database holding charges 1, 1.5, 3 and
+/// 40 days old, deletes the two older than 2 days (the default 30 would keep the 3-day one)
+/// and their hours by itself, with no request made, and keeps the rest.
+#[tokio::test]
+async fn serve_prunes_usage_past_its_retention_by_itself() {
+    let url = SHARED.fresh_database();
+    let caller = caller(&node(&url).await).await;
+    let id = caller.record.id.as_str();
+    psql(
+        &url,
+        &format!(
+            "INSERT INTO pyexec_charges (execution_id, key_id, charged_at)
+             SELECT 'aged' || hours, '{id}', now() - hours * interval '1 hour'
+             FROM unnest(ARRAY[24, 36, 72, 960]) hours"
+        ),
+    );
+    let charges = || count(&url, "SELECT count(*) FROM pyexec_charges");
+    assert_eq!(charges(), 4);
+
+    let _server = Server::start_with(
+        &std::env::temp_dir(),
+        &["--store", &url, "--usage-retention-days", "2"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while charges() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not prune: {} charges left",
+            charges()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT string_agg(execution_id, ',' ORDER BY execution_id) FROM pyexec_charges"
+        ),
+        "aged24,aged36"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) || ' hours, ' || sum(executions) || ' executions' \
+             FROM pyexec_usage_hourly"
+        ),
+        "2 hours, 2 executions"
     );
 }
 
