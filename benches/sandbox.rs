@@ -19,7 +19,10 @@
 //! - `on_demand`: the same guest with a freshly mapped memory per execution;
 //! - `unsnapshotted`: the guest as compiled, which builds the interpreter in every execution
 //!   (`target/guest/python-unsnapshotted.wasm`, written by `guest/build.sh`; skipped when absent),
-//!   with the default allocator.
+//!   with the default allocator;
+//! - `cpython`: the CPython runtime (on-demand allocation), when `PYEXEC_TEST_CPYTHON_DIR` names
+//!   an installation (`pyexec --data-dir DIR runtime install cpython --from WHEEL`); it also
+//!   runs the numpy and pandas cases.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,44 +38,85 @@ use tokio::task::JoinSet;
 struct Case {
     name: &'static str,
     code: &'static str,
-    data: &'static str,
+    data: String,
     /// What `result` must be, so that a broken guest cannot look fast.
-    result: &'static str,
+    result: String,
+    /// Runs on the CPython runtime only (numpy, pandas).
+    cpython_only: bool,
 }
 
-static CASES: [Case; 3] = [
-    Case {
-        name: "example",
-        code: "result = sum(data['numbers']) / len(data['numbers'])",
-        data: r#"{"numbers": [1, 2, 3, 4, 5]}"#,
-        result: "3.0",
-    },
-    Case {
-        name: "loop_100k",
-        code: "total = 0\nfor i in range(100000):\n    total += i\nresult = total",
-        data: "{}",
-        result: "4999950000",
-    },
-    Case {
-        name: "json_statistics",
-        code: "import json, statistics\n\
-               numbers = json.loads(data['numbers'])\n\
-               summary = {'mean': statistics.mean(numbers), 'median': statistics.median(numbers),\n\
-               \x20          'stdev': round(statistics.stdev(numbers), 6)}\n\
-               result = json.loads(json.dumps(summary))",
-        data: r#"{"numbers": "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"}"#,
-        result: r#"{"mean":5.5,"median":5.5,"stdev":3.02765}"#,
-    },
-];
+fn cases() -> Vec<Case> {
+    let case = |name, code, data: &str, result: &str| Case {
+        name,
+        code,
+        data: data.to_owned(),
+        result: result.to_owned(),
+        cpython_only: false,
+    };
+    let rows: Vec<_> = (0..1000)
+        .map(|i| serde_json::json!({"g": i % 10, "x": i}))
+        .collect();
+    let means: Vec<_> = (0..10).map(|g| format!("\"{g}\":{}.0", 495 + g)).collect();
+    vec![
+        case(
+            "example",
+            "result = sum(data['numbers']) / len(data['numbers'])",
+            r#"{"numbers": [1, 2, 3, 4, 5]}"#,
+            "3.0",
+        ),
+        case(
+            "loop_100k",
+            "total = 0\nfor i in range(100000):\n    total += i\nresult = total",
+            "{}",
+            "4999950000",
+        ),
+        case(
+            "sum_squares_100k",
+            "result = sum(i*i for i in range(100000))",
+            "{}",
+            "333328333350000",
+        ),
+        case(
+            "json_statistics",
+            "import json, statistics\n\
+             numbers = json.loads(data['numbers'])\n\
+             summary = {'mean': statistics.mean(numbers), 'median': statistics.median(numbers),\n\
+             \x20          'stdev': round(statistics.stdev(numbers), 6)}\n\
+             result = json.loads(json.dumps(summary))",
+            r#"{"numbers": "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"}"#,
+            r#"{"mean":5.5,"median":5.5,"stdev":3.02765}"#,
+        ),
+        Case {
+            cpython_only: true,
+            ..case(
+                "numpy_std",
+                "import numpy as np\nresult = float(np.linspace(0, 1, 1000).std())",
+                "{}",
+                "0.2889639542114209",
+            )
+        },
+        Case {
+            cpython_only: true,
+            ..case(
+                "pandas_groupby",
+                "import pandas as pd\n\
+                 df = pd.DataFrame(data['rows'])\n\
+                 result = df.groupby('g')['x'].mean().to_dict()",
+                &serde_json::json!({ "rows": rows }).to_string(),
+                &format!("{{{}}}", means.join(",")),
+            )
+        },
+    ]
+}
 
 impl Case {
-    fn execution(&self) -> Execution {
+    fn execution(&self, guest: &str) -> Execution {
         Execution {
             code: self.code.to_owned(),
-            data: Some(RawValue::from_string(self.data.to_owned()).unwrap()),
+            data: Some(RawValue::from_string(self.data.clone()).unwrap()),
             fuel: None,
             tenant: None,
-            runtime: None,
+            runtime: (guest == CPYTHON).then(|| CPYTHON.to_owned()),
         }
     }
 
@@ -83,6 +127,10 @@ impl Case {
         }
     }
 }
+
+/// The guest that is the CPython runtime, installed where `PYEXEC_TEST_CPYTHON_DIR` says (as
+/// for the tests): a data directory holding `runtimes/` and the `cache/` it was compiled into.
+const CPYTHON: &str = "cpython";
 
 /// Executions the throughput benchmark keeps in flight, as the HTTP benchmark's connections.
 const IN_FLIGHT: usize = 16;
@@ -209,6 +257,16 @@ fn guests(report: &mut Report) -> Vec<(&'static str, Sandbox)> {
             unsnapshotted_wasm().display()
         ),
     }
+    match std::env::var_os("PYEXEC_TEST_CPYTHON_DIR").map(PathBuf::from) {
+        Some(dir) => guests.push((
+            CPYTHON,
+            start(SandboxConfig {
+                runtimes_dir: Some(dir.join("runtimes")),
+                ..config(false, &dir.join("cache"))
+            }),
+        )),
+        None => eprintln!("skipping CPython: PYEXEC_TEST_CPYTHON_DIR names no installation"),
+    }
     guests
 }
 
@@ -218,12 +276,15 @@ fn execute(
     runtime: &Runtime,
     guests: &[(&'static str, Sandbox)],
 ) {
-    for case in &CASES {
+    for case in &cases() {
         let mut group = c.benchmark_group(format!("execute/{}", case.name));
         for (name, sandbox) in guests {
+            if case.cpython_only && *name != CPYTHON {
+                continue;
+            }
             // Tens of milliseconds per execution: criterion's default (100 samples of growing
             // batches) would take minutes.
-            let slow = case.name == "loop_100k" || *name == "unsnapshotted";
+            let slow = case.name.ends_with("_100k") || *name == "unsnapshotted";
             if slow {
                 group
                     .sampling_mode(SamplingMode::Flat)
@@ -241,7 +302,7 @@ fn execute(
                     let faults_before = minor_faults();
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let execution = case.execution();
+                        let execution = case.execution(name);
                         let started = Instant::now();
                         let outcome = runtime
                             .block_on(sandbox.execute(execution))
@@ -292,7 +353,7 @@ fn throughput(
     runtime: &Runtime,
     guests: &[(&'static str, Sandbox)],
 ) {
-    let case = &CASES[0];
+    let case = std::sync::Arc::new(cases().swap_remove(0));
     let mut group = c.benchmark_group(format!("throughput/{}", case.name));
     group.throughput(criterion::Throughput::Elements(1));
     for &(name, ref sandbox) in guests.iter().filter(|(name, _)| *name != "unsnapshotted") {
@@ -306,9 +367,9 @@ fn throughput(
                         if in_flight.len() == IN_FLIGHT {
                             in_flight.join_next().await;
                         }
-                        let sandbox = sandbox.clone();
+                        let (sandbox, case) = (sandbox.clone(), case.clone());
                         in_flight.spawn(async move {
-                            let outcome = sandbox.execute(case.execution()).await;
+                            let outcome = sandbox.execute(case.execution(name)).await;
                             case.check(name, &outcome.expect("the execution is admitted"));
                         });
                     }

@@ -2,8 +2,9 @@
 //! WebAssembly sandbox.
 //!
 //! # Layout
-//! - [`sandbox`] owns wasmtime: the embedded guest module, its compiled-module cache, and one
-//!   bounded execution per fresh instance. Nothing else touches wasmtime.
+//! - [`sandbox`] owns wasmtime: the runtimes (the embedded RustPython guest, and CPython once
+//!   `pyexec runtime install` has installed and pre-initialised it), the compiled-module cache,
+//!   and one bounded execution per fresh instance. Nothing else touches wasmtime.
 //! - [`keys`] owns the key store: API keys (hashed), quotas, usage accounting and rate limits,
 //!   behind one [`keys::KeyStore`] with two backends — sled in the data directory (and the
 //!   control socket through which `pyexec keys` reaches a running server), or PostgreSQL

@@ -1,5 +1,5 @@
 //! The command line: `pyexec serve`, `pyexec run`, `pyexec keys …`, `pyexec store …`,
-//! `pyexec compile`, `pyexec completions`.
+//! `pyexec runtime …`, `pyexec compile`, `pyexec completions`.
 //! Each subcommand lives in its own module with its `Args` and `run()`.
 
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ mod compile;
 mod completions;
 pub mod keys;
 mod run;
+mod runtime;
 mod sandbox_args;
 mod serve;
 mod store;
@@ -45,6 +46,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     #[command(subcommand)]
     Store(store::StoreCommand),
+    #[command(subcommand)]
+    Runtime(runtime::RuntimeCommand),
     Compile(compile::CompileArgs),
     Completions(completions::CompletionsArgs),
 }
@@ -82,6 +85,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 .location(&cli.data_dir)
                 .and_then(|store| command.run(&store))
                 .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Runtime(command) => {
+            init_tracing("warn");
+            command.run(&cli.data_dir).map(|()| ExitCode::SUCCESS)
         }
         Command::Compile(args) => {
             init_tracing("info");

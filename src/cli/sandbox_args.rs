@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::builder::TypedValueParser;
 
-use crate::sandbox::{Limits, SandboxConfig};
+use crate::sandbox::{CPYTHON_MEMORY_BYTES, Limits, SandboxConfig};
 
 /// Limits and sizing of the sandbox.
 #[derive(Debug, Clone, Args)]
@@ -22,6 +22,10 @@ pub struct SandboxArgs {
     /// Linear memory per execution, in MiB
     #[arg(long, env = "PYEXEC_MEMORY_MIB", default_value_t = Limits::default().memory_bytes >> 20, value_name = "MIB", value_parser = clap::value_parser!(u16).range(64..=4095).map(usize::from))]
     pub memory_mib: usize,
+
+    /// Linear memory per execution of the CPython runtime, in MiB
+    #[arg(long, env = "PYEXEC_CPYTHON_MEMORY_MIB", default_value_t = CPYTHON_MEMORY_BYTES >> 20, value_name = "MIB", value_parser = clap::value_parser!(u16).range(64..=4095).map(usize::from))]
+    pub cpython_memory_mib: usize,
 
     /// stdout + stderr per execution (also the largest serialised result), in bytes
     #[arg(long, env = "PYEXEC_OUTPUT_BYTES", default_value_t = Limits::default().output_bytes, value_name = "BYTES")]
@@ -39,6 +43,9 @@ pub struct SandboxArgs {
     #[arg(long, env = "PYEXEC_QUEUE", default_value_t = SandboxConfig::default().queue, value_name = "N")]
     pub queue: usize,
 
+    #[command(flatten)]
+    pub runtimes_dir: RuntimesDirArg,
+
     /// Where the compiled guest module is cached [default: <DATA_DIR>/cache]
     #[arg(long, env = "PYEXEC_MODULE_CACHE_DIR", value_name = "DIR")]
     pub module_cache_dir: Option<PathBuf>,
@@ -55,6 +62,8 @@ impl SandboxArgs {
                 output_bytes: self.output_bytes,
                 input_bytes: self.input_bytes,
             },
+            cpython_memory_bytes: self.cpython_memory_mib << 20,
+            runtimes_dir: Some(self.runtimes_dir.resolve(data_dir)),
             workers: self.workers.unwrap_or(defaults.workers),
             queue: self.queue,
             cache_dir: Some(
@@ -64,6 +73,22 @@ impl SandboxArgs {
             ),
             pooling: defaults.pooling,
         }
+    }
+}
+
+/// Where optional runtimes are installed: `serve`, `run` and `runtime …` take it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimesDirArg {
+    /// Where runtimes are installed [default: <DATA_DIR>/runtimes]
+    #[arg(long, env = "PYEXEC_RUNTIMES_DIR", value_name = "DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+}
+
+impl RuntimesDirArg {
+    pub fn resolve(&self, data_dir: &Path) -> PathBuf {
+        self.runtimes_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("runtimes"))
     }
 }
 

@@ -30,8 +30,10 @@ const KEEP_RESIDENT: usize = 32 << 20;
 /// (`Sandbox::new` falls back to on-demand allocation beyond it).
 pub const POOL_SLOTS: usize = 64;
 
-/// Builds the engine every execution shares, and the cache key of what it compiles.
-pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
+/// The configuration every runtime's engine starts from: fuel, epochs, the wasm stack,
+/// Cranelift and copy-on-write images. A runtime switches the wasm proposals its guest uses on
+/// or off and hands it to [`build`].
+pub fn config() -> Config {
     let mut config = Config::new();
     config
         .consume_fuel(true)
@@ -42,19 +44,13 @@ pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
         .cranelift_opt_level(OptLevel::Speed)
         // The snapshot's heap spans ~85 MiB, sparsely: without this, wasmtime skips the
         // copy-on-write image and copies 10,000 data segments into every instance (~25 ms).
-        .memory_guaranteed_dense_image_size(GUARANTEED_DENSE_IMAGE)
-        // The guest is plain wasm32-wasip1 Rust: switch off every proposal it does not use
-        // (threads and GC are not even compiled into this wasmtime).
-        .wasm_simd(false)
-        .wasm_relaxed_simd(false)
-        .wasm_multi_memory(false)
-        .wasm_memory64(false)
-        .wasm_tail_call(false)
-        .wasm_gc(false)
-        .wasm_stack_switching(false)
-        .wasm_wide_arithmetic(false)
-        .wasm_custom_page_sizes(false)
-        .wasm_component_model(false);
+        .memory_guaranteed_dense_image_size(GUARANTEED_DENSE_IMAGE);
+    config
+}
+
+/// Builds a runtime's engine from its `config` (see [`config`]), with the pooling allocator
+/// when `pooling`, and the cache key of what it compiles.
+pub fn build(mut config: Config, pooling: bool) -> anyhow::Result<(Engine, u64)> {
     if pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_memories(POOL_SLOTS as u32)

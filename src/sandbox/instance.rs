@@ -62,6 +62,22 @@ pub struct ExecutionState {
 }
 
 impl ExecutionState {
+    /// The state of a run under `limits` from now, seeing `wasi`, until `cancelled`.
+    pub fn new(wasi: WasiP1Ctx, limits: RunLimits, cancelled: Arc<AtomicBool>) -> Self {
+        Self {
+            wasi,
+            reply: None,
+            limits,
+            deadline: Instant::now() + limits.timeout,
+            cancelled,
+        }
+    }
+
+    /// Takes the guest's reply document, if it sent one.
+    pub fn take_reply(&mut self) -> Option<Vec<u8>> {
+        self.reply.take()
+    }
+
     /// The execution's WASI context, for a runtime's linker.
     pub fn wasi(&mut self) -> &mut WasiP1Ctx {
         &mut self.wasi
@@ -76,6 +92,11 @@ impl ExecutionState {
     pub fn replied(&mut self, reply: Vec<u8>) -> Stop {
         self.reply = Some(reply);
         Stop::Replied
+    }
+
+    /// Time since the execution started, as its monotonic clock counts it.
+    pub fn elapsed(&self) -> Duration {
+        (Instant::now() + self.limits.timeout).saturating_duration_since(self.deadline)
     }
 
     /// Whether the execution may go on: not past its deadline, not cancelled.
@@ -148,13 +169,11 @@ pub fn run(
 ) -> Outcome {
     let started = Instant::now();
     let output = OutputCapture::new(limits.output_bytes);
-    let state = ExecutionState {
-        wasi: runtime.wasi(request, &output),
-        reply: None,
-        limits,
-        deadline: started + limits.timeout,
-        cancelled,
+    let wasi = match runtime.wasi(request, &output) {
+        Ok(wasi) => wasi,
+        Err(error) => return failed_to_start(runtime, &error, started),
     };
+    let state = ExecutionState::new(wasi, limits, cancelled);
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|state| state);
     store
@@ -171,7 +190,7 @@ pub fn run(
         .instantiate(&mut store)
         .and_then(|instance| runtime.start(&mut store, instance));
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-    let reply = store.data_mut().reply.take();
+    let reply = store.data_mut().take_reply();
     drop(store);
     let duration = started.elapsed();
     let result = classify(ended, reply, &limits);
@@ -188,6 +207,20 @@ pub fn run(
         stderr,
         fuel_used,
         duration,
+    }
+}
+
+/// The outcome of an execution whose guest could not be given its world (a runtime's
+/// directory gone): the sandbox's failure, logged, answered as `internal`.
+fn failed_to_start(runtime: &dyn Runtime, error: &wasmtime::Error, started: Instant) -> Outcome {
+    tracing::error!(runtime = %runtime.info().name, error = %error, "could not set up the guest's WASI context");
+    Outcome {
+        runtime: runtime.info().name.clone(),
+        result: Err(ExecutionError::internal()),
+        stdout: String::new(),
+        stderr: String::new(),
+        fuel_used: 0,
+        duration: started.elapsed(),
     }
 }
 
@@ -280,6 +313,33 @@ fn classify(
     tracing::warn!(%trap, "the guest failed outside any limit; answered as internal");
     tracing::debug!(error = ?error, "guest failure");
     Err(ExecutionError::internal())
+}
+
+/// Whether `reply` is a reply document a guest makes: a result, or an error of a kind the guest
+/// decides (an exception, a syntax error, an unserialisable or too large result, `MemoryError`).
+pub fn is_guest_reply(reply: &[u8]) -> bool {
+    match serde_json::from_slice::<Reply>(reply) {
+        Ok(Reply {
+            ok: true,
+            panic: None,
+            ..
+        }) => true,
+        Ok(Reply {
+            ok: false,
+            error: Some(error),
+            panic: None,
+            ..
+        }) => matches!(
+            error.kind,
+            ErrorKind::PythonException
+                | ErrorKind::SyntaxError
+                | ErrorKind::ResultNotSerializable
+                | ErrorKind::SystemExit
+                | ErrorKind::MemoryLimit
+                | ErrorKind::OutputLimit
+        ),
+        _ => false,
+    }
 }
 
 fn parse_reply(reply: &[u8]) -> Result<Box<RawValue>, ExecutionError> {

@@ -29,6 +29,8 @@ pub use self::engine::{MAX_WASM_STACK, POOL_SLOTS};
 use self::instance::{EPOCH_TICK, RunLimits};
 pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
 use self::pool::{FairQueue, Job, worker_lost};
+use self::runtime::cpython::CPython;
+use self::runtime::cpython::install::Installed;
 use self::runtime::rustpython::RustPython;
 pub use self::runtime::rustpython::{GUEST_SHA256, GUEST_WASM};
 pub use self::runtime::{GuestInput, Runtime, RuntimeInfo};
@@ -74,11 +76,20 @@ fn whole_milliseconds<S: serde::Serializer>(duration: &Duration, to: S) -> Resul
     to.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The CPython runtime's default memory limit: its snapshot's heap alone is ~130 MiB, and
+/// numpy and pandas work on copies of their data.
+pub const CPYTHON_MEMORY_BYTES: usize = 1 << 30;
+
 /// How to build a [`Sandbox`].
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The default limits of the embedded RustPython runtime.
+    /// The default limits of every runtime (CPython's memory apart).
     pub limits: Limits,
+    /// The CPython runtime's memory limit, in bytes: numpy and pandas need more than RustPython.
+    pub cpython_memory_bytes: usize,
+    /// Where optional runtimes are installed (`pyexec runtime install`); `None` serves the
+    /// embedded RustPython alone.
+    pub runtimes_dir: Option<PathBuf>,
     /// Worker threads, i.e. executions running at once.
     pub workers: usize,
     /// Executions that may wait for a worker; past that, [`Rejected::Overloaded`].
@@ -99,6 +110,8 @@ impl Default for SandboxConfig {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             limits: Limits::default(),
+            cpython_memory_bytes: CPYTHON_MEMORY_BYTES,
+            runtimes_dir: None,
             workers,
             queue: 64,
             cache_dir: None,
@@ -177,7 +190,7 @@ impl Sandbox {
         let Some(cache_dir) = &config.cache_dir else {
             return Ok(false);
         };
-        let (_, engine_key) = engine::engine(uses_pooling(config))?;
+        let (_, engine_key) = runtime::rustpython::engine(uses_pooling(config))?;
         Ok(engine::cache_path(cache_dir, engine_key, GUEST_SHA256).exists())
     }
 
@@ -189,7 +202,7 @@ impl Sandbox {
             .cache_dir
             .as_deref()
             .context("no module cache directory to compile into")?;
-        let (engine, engine_key) = engine::engine(uses_pooling(config))?;
+        let (engine, engine_key) = runtime::rustpython::engine(uses_pooling(config))?;
         engine::fill_cache(&engine, engine_key, GUEST_WASM, GUEST_SHA256, cache_dir)
     }
 
@@ -204,7 +217,12 @@ impl Sandbox {
                 "more workers than pooled memory slots: allocating memory on demand"
             );
         }
-        let (engine, engine_key) = engine::engine(pooling)?;
+        // A damaged installation stops the start before anything is compiled.
+        let installed = (config.runtimes_dir.as_deref())
+            .map(Installed::open)
+            .transpose()?
+            .flatten();
+        let (engine, engine_key) = runtime::rustpython::engine(pooling)?;
         let module = engine::load_guest(
             &engine,
             engine_key,
@@ -213,8 +231,19 @@ impl Sandbox {
             config.cache_dir.as_deref(),
         )?;
         // The registry: the first is the default.
-        let runtimes: Vec<Arc<dyn Runtime>> =
+        let mut runtimes: Vec<Arc<dyn Runtime>> =
             vec![Arc::new(RustPython::new(engine, &module, config.limits)?)];
+        if let Some(installed) = installed {
+            let limits = Limits {
+                memory_bytes: config.cpython_memory_bytes,
+                ..config.limits
+            };
+            let cpython = CPython::load(&installed, config.cache_dir.as_deref(), limits)
+                .with_context(|| {
+                    format!("loading the CPython runtime in {}", installed.dir.display())
+                })?;
+            runtimes.push(Arc::new(cpython));
+        }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "runtimes ready"

@@ -26,13 +26,20 @@ pub const CLOCK_RESOLUTION: Duration = Duration::from_micros(100);
 
 /// The WASI context of one execution, with `request` on its stdin.
 pub fn context(request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx {
-    WasiCtxBuilder::new()
+    builder(request, output).build_p1()
+}
+
+/// [`context`], for a runtime to add what its guest needs (read-only directories) before it
+/// builds it.
+pub fn builder(request: Vec<u8>, output: &OutputCapture) -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder
         .stdin(MemoryInputPipe::new(request))
         .stdout(output.stream(StreamId::Stdout))
         .stderr(output.stream(StreamId::Stderr))
         .wall_clock(CoarseWallClock)
-        .monotonic_clock(CoarseMonotonicClock::new())
-        .build_p1()
+        .monotonic_clock(CoarseMonotonicClock::new());
+    builder
 }
 
 /// Which output stream a write came from.
@@ -66,7 +73,7 @@ impl OutputCapture {
         }
     }
 
-    fn stream(&self, id: StreamId) -> CaptureStream {
+    pub fn stream(&self, id: StreamId) -> CaptureStream {
         CaptureStream {
             capture: self.clone(),
             id,
@@ -107,7 +114,7 @@ impl OutputCapture {
     }
 }
 
-struct CaptureStream {
+pub struct CaptureStream {
     capture: OutputCapture,
     id: StreamId,
 }
@@ -234,6 +241,7 @@ const EVENTTYPE_FD_READ: u8 = 1;
 const EVENTTYPE_FD_WRITE: u8 = 2;
 const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
 const CLOCKID_REALTIME: u32 = 0;
+const CLOCKID_MONOTONIC: u32 = 1;
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: u16 = 8;
 const ERRNO_FAULT: i32 = 21;
@@ -315,9 +323,11 @@ fn poll_oneoff(
                 } else if clock_id == CLOCKID_REALTIME {
                     let now_ns = CoarseWallClock.now().as_nanos() as u64;
                     Duration::from_nanos(timeout.saturating_sub(now_ns))
+                } else if clock_id == CLOCKID_MONOTONIC {
+                    // CPython's `time.sleep` sleeps until a deadline on the monotonic clock,
+                    // which counts from the start of the execution.
+                    Duration::from_nanos(timeout).saturating_sub(caller.data().elapsed())
                 } else {
-                    // Absolute monotonic deadlines would need the store's clock; nothing in
-                    // the guest uses them.
                     return Ok(ERRNO_NOTSUP);
                 };
                 SubscriptionKind::Clock(

@@ -36,6 +36,7 @@ pub fn sandbox_with(workers: usize, queue: usize) -> Sandbox {
         queue,
         cache_dir: Some(cache_dir()),
         pooling: false,
+        ..SandboxConfig::default()
     })
     .expect("the sandbox starts")
 }

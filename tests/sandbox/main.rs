@@ -38,6 +38,7 @@ static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
         queue: 64,
         cache_dir: Some(cache_dir()),
         pooling: false,
+        ..SandboxConfig::default()
     })
     .expect("the sandbox starts")
 });

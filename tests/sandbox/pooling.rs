@@ -43,6 +43,7 @@ fn one_slot_sandbox(timeout: Duration) -> Sandbox {
         queue: 4,
         cache_dir: Some(cache_dir()),
         pooling: true,
+        ..SandboxConfig::default()
     })
     .unwrap()
 }
@@ -173,6 +174,7 @@ async fn more_workers_than_pooled_slots_all_run_at_once() {
         queue: 4,
         cache_dir: Some(cache_dir()),
         pooling: true,
+        ..SandboxConfig::default()
     })
     .unwrap();
     // Each execution sleeps, so all of them hold an instance at the same time.

@@ -18,6 +18,7 @@ fn tiny_sandbox() -> Sandbox {
         queue: 1,
         cache_dir: Some(cache_dir()),
         pooling: false,
+        ..SandboxConfig::default()
     })
     .unwrap()
 }
@@ -87,6 +88,7 @@ async fn waiting_executions_are_served_round_robin_per_tenant() {
         queue: 16,
         cache_dir: Some(cache_dir()),
         pooling: false,
+        ..SandboxConfig::default()
     })
     .unwrap();
     let job = |tenant: &str, name: &str| Execution {

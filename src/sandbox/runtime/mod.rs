@@ -7,6 +7,7 @@
 //! Adding a runtime is a module implementing [`Runtime`] and one registration in
 //! `Sandbox::start`.
 
+pub mod cpython;
 pub mod rustpython;
 
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
-use wasmtime::{Engine, Instance, InstancePre, Store};
+use wasmtime::{Caller, Engine, Instance, InstancePre, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::Limits;
-use super::instance::{self, ExecutionState, RunLimits};
+use super::instance::{self, ExecutionState, RunLimits, Stop};
 use super::wasi::OutputCapture;
 
 /// One execution's input, as a runtime encodes it for its guest.
@@ -44,18 +45,59 @@ pub trait Runtime: Send + Sync {
     /// The linked module, with the runtime's own imports (WASI, the reply channel).
     fn instance_pre(&self) -> &InstancePre<ExecutionState>;
 
-    /// The request as the runtime hands it to the guest, prepared before the job is queued.
-    fn encode(&self, input: GuestInput<'_>) -> Vec<u8>;
+    /// The request as the runtime hands it to the guest, prepared before the job is queued:
+    /// unless a runtime says otherwise, the request document both guests read from stdin.
+    fn encode(&self, input: GuestInput<'_>) -> Vec<u8> {
+        encode_request(input)
+    }
 
     /// The WASI context of one execution: `request` (from [`encode`](Self::encode)), moved in,
     /// wherever the guest reads it, stdout and stderr into `output`, plus any files or variables the
     /// runtime's guest needs.
-    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx;
+    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx>;
 
     /// Starts the run on a fresh instance; it ends with the guest's reply
     /// ([`ExecutionState::reply`]) as a `Stop::Replied` trap, or with any other error, which the
     /// shared code classifies.
     fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()>;
+}
+
+/// The request document both guests read from stdin (guest/src/lib.rs, cpython/driver.py).
+#[derive(Serialize)]
+struct GuestRequest<'a> {
+    code: &'a str,
+    data: Option<&'a RawValue>,
+    output_limit: usize,
+}
+
+/// `input` as the request document both guests read.
+fn encode_request(input: GuestInput<'_>) -> Vec<u8> {
+    let request = GuestRequest {
+        code: input.code,
+        data: input.data,
+        output_limit: input.output_limit,
+    };
+    serde_json::to_vec(&request).expect("a guest request serialises")
+}
+
+/// The reply a guest hands its import: `len` bytes at `ptr` in its memory. A reply larger than
+/// any the guest can make (its result is capped at the output limit; the rest is small) is
+/// [`Stop::OutputLimit`].
+fn read_reply(
+    caller: &mut Caller<'_, ExecutionState>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<Vec<u8>> {
+    if len as usize > caller.data().output_limit() + 64 * 1024 {
+        return Err(Stop::OutputLimit.into());
+    }
+    let memory = caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
+    let mut reply = vec![0; len as usize];
+    memory.read(&*caller, ptr as usize, &mut reply)?;
+    Ok(reply)
 }
 
 /// What a runtime is and offers, as `GET /runtimes` describes it.
@@ -77,8 +119,16 @@ pub struct RuntimeInfo {
     pub limits: Limits,
 }
 
+impl RuntimeInfo {
+    /// Completes the description with what the runtime's interpreter says of itself.
+    fn complete(&mut self, probe: Probe) {
+        self.python_version = probe.python_version;
+        self.preloaded = probe.preloaded;
+    }
+}
+
 /// A package installed in a runtime.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Package {
     pub name: String,
     pub version: String,
@@ -88,7 +138,8 @@ pub struct Package {
 #[derive(Deserialize)]
 pub struct Probe {
     pub python_version: String,
-    /// Public modules already imported when user code starts: what the snapshot imported.
+    /// Public top-level modules already imported when user code starts: what the snapshot
+    /// imported.
     pub preloaded: Vec<String>,
 }
 
@@ -102,7 +153,7 @@ pub struct Probe {
 pub fn probe(runtime: &dyn Runtime) -> anyhow::Result<Probe> {
     const PROBE: &str = "import sys\n\
         result = {'python_version': '%d.%d.%d' % sys.version_info[:3],\n\
-        'preloaded': sorted(m for m in sys.modules if not m.startswith('_'))}";
+        'preloaded': sorted(m for m in sys.modules if not m.startswith('_') and '.' not in m)}";
     const OUTPUT_LIMIT: usize = 64 << 10;
     let request = runtime.encode(GuestInput {
         code: PROBE,

@@ -2,15 +2,13 @@
 //! (`pyexec.reply`, guest/src/host.rs), the request document on its stdin and its `run` export.
 //! What every runtime shares (the Store, limits, classification) is not here.
 
-use serde::Serialize;
-use serde_json::value::RawValue;
 use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Module, ModuleExport, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::{GuestInput, Runtime, RuntimeInfo, probe};
-use crate::sandbox::Limits;
-use crate::sandbox::instance::{ExecutionState, Stop};
+use super::{Runtime, RuntimeInfo, probe, read_reply};
+use crate::sandbox::instance::ExecutionState;
 use crate::sandbox::wasi::{self, OutputCapture};
+use crate::sandbox::{Limits, engine};
 
 /// The pre-initialised guest, embedded so that `pyexec` is one self-contained file.
 pub static GUEST_WASM: &[u8] = include_bytes!("../../../assets/python.wasm");
@@ -21,6 +19,26 @@ pub static GUEST_SHA256: &str = include_str!("../../../assets/python.wasm.sha256
 
 /// The name requests select this runtime by.
 pub const NAME: &str = "rustpython";
+
+/// The engine for this guest, with the pooling allocator when `pooling`, and the cache key of
+/// what it compiles. The guest is plain wasm32-wasip1 Rust: every proposal it does not use is
+/// off.
+pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
+    let mut config = engine::config();
+    config
+        .wasm_simd(false)
+        .wasm_relaxed_simd(false)
+        .wasm_multi_memory(false)
+        .wasm_memory64(false)
+        .wasm_tail_call(false)
+        .wasm_gc(false)
+        .wasm_exceptions(false)
+        .wasm_stack_switching(false)
+        .wasm_wide_arithmetic(false)
+        .wasm_custom_page_sizes(false)
+        .wasm_component_model(false);
+    engine::build(config, pooling)
+}
 
 /// The guest, linked and ready to instantiate.
 pub struct RustPython {
@@ -57,8 +75,7 @@ impl RustPython {
             start,
         };
         let guest = probe(&runtime)?;
-        runtime.info.python_version = guest.python_version;
-        runtime.info.preloaded = guest.preloaded;
+        runtime.info.complete(guest);
         Ok(runtime)
     }
 }
@@ -76,17 +93,8 @@ impl Runtime for RustPython {
         &self.pre
     }
 
-    fn encode(&self, input: GuestInput<'_>) -> Vec<u8> {
-        let request = GuestRequest {
-            code: input.code,
-            data: input.data,
-            output_limit: input.output_limit,
-        };
-        serde_json::to_vec(&request).expect("a guest request serialises")
-    }
-
-    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx {
-        wasi::context(request, output)
+    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx> {
+        Ok(wasi::context(request, output))
     }
 
     fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()> {
@@ -98,30 +106,13 @@ impl Runtime for RustPython {
     }
 }
 
-/// The request document of the guest protocol (guest/src/lib.rs), written to the guest's stdin.
-#[derive(Serialize)]
-struct GuestRequest<'a> {
-    code: &'a str,
-    data: Option<&'a RawValue>,
-    output_limit: usize,
-}
-
 /// The guest's one import of its own, `pyexec.reply` (see guest/src/host.rs).
 fn add_protocol(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "pyexec",
         "reply",
         |mut caller: Caller<'_, ExecutionState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
-            // The guest caps the result at the output limit; the rest of the reply is small.
-            if len as usize > caller.data().output_limit() + 64 * 1024 {
-                return Err(Stop::OutputLimit.into());
-            }
-            let memory = caller
-                .get_export("memory")
-                .and_then(|export| export.into_memory())
-                .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
-            let mut reply = vec![0; len as usize];
-            memory.read(&caller, ptr as usize, &mut reply)?;
+            let reply = read_reply(&mut caller, ptr, len)?;
             Err(caller.data_mut().replied(reply).into())
         },
     )?;

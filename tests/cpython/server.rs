@@ -1,0 +1,138 @@
+//! CPython behind a real `pyexec serve`: listed by `GET /runtimes`, selected by `"runtime"`,
+//! and `pyexec run --runtime cpython`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use super::installed;
+use super::server_process::Server;
+
+/// `pyexec serve` on a fresh data directory with the installed runtime; (server, a key).
+fn serve(installed: &std::path::Path, data: &std::path::Path) -> (Server, String) {
+    let added = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "keys",
+            "add",
+            "--name",
+            "t",
+        ])
+        .args(["--description", "cpython tests", "--env", "test"])
+        .args(["--executions-limit", "100", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let key: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let server = Server::start_with_cache(
+        data,
+        &installed.join("cache"),
+        &[
+            "--runtimes-dir",
+            installed.join("runtimes").to_str().unwrap(),
+        ],
+    );
+    (server, key["key"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_server_lists_cpython_with_its_packages_and_runs_requests_there() {
+    let Some(installed) = installed() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (server, key) = serve(&installed, data.path());
+
+    let runtimes: Value = reqwest::get(format!("{}/runtimes", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runtimes["default"], "rustpython");
+    let cpython = &runtimes["runtimes"][1];
+    assert_eq!(
+        (&cpython["name"], &cpython["python_version"]),
+        (&json!("cpython"), &json!("3.15.0"))
+    );
+    let packages = cpython["packages"].as_array().unwrap();
+    assert!(
+        packages.contains(&json!({"name": "numpy", "version": "2.5.2"})),
+        "{cpython}"
+    );
+    assert!(
+        packages.contains(&json!({"name": "pandas", "version": "3.0.6"})),
+        "{cpython}"
+    );
+    let preloaded = cpython["preloaded"].as_array().unwrap();
+    for module in ["numpy", "pandas", "matplotlib", "json"] {
+        assert!(
+            preloaded.contains(&json!(module)),
+            "{module} in {preloaded:?}"
+        );
+    }
+    assert_eq!(cpython["limits"]["memory_bytes"], json!(1u64 << 30));
+
+    let (status, reply) = server
+        .execute(
+            &key,
+            json!({"code": "import numpy as np\nresult = np.array(data['x']).mean()", "data": {"x": [1, 2, 6]}, "runtime": "cpython"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        (&reply["result"], &reply["runtime"]),
+        (&json!(3.0), &json!("cpython"))
+    );
+    assert_eq!(reply["executions_left"], 99);
+
+    let (status, reply) = server
+        .execute(&key, json!({"code": "1/0", "runtime": "cpython"}))
+        .await;
+    assert_eq!(
+        (status, &reply["error"]["kind"]),
+        (200, &json!("python_exception")),
+        "{reply}"
+    );
+}
+
+#[test]
+fn pyexec_run_takes_the_runtime() {
+    let Some(installed) = installed() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .args(["run", "--runtime", "cpython", "--data", r#"{"n": 4}"#])
+        .arg("--runtimes-dir")
+        .arg(installed.join("runtimes"))
+        .arg("--module-cache-dir")
+        .arg(installed.join("cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"import numpy as np\nprint(np.__version__)\nresult = int(np.ones(data['n']).sum())",
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "2.5.2\n4\n");
+}
