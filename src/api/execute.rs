@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Authenticated, ObjectBody};
 use super::quota::QuotaHeaders;
 use crate::keys::{AdmitError, Caller};
-use crate::sandbox::{Execution, ExecutionError, Outcome, Rejected};
+use crate::sandbox::{Execution, ExecutionError, Image, Outcome, Rejected};
 
 /// The request body (documentation only: the handler reads fields one by one so that a 422
 /// names the field at fault).
@@ -49,6 +49,9 @@ pub struct ExecuteResponse {
     /// `pyexec run --json`, which runs without a key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executions_left: Option<u64>,
+    /// The matplotlib figures the code left open (CPython), as PNG images; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
     /// What the code printed, up to the output limit.
     pub stdout: String,
     /// What the code wrote to stderr, up to the output limit.
@@ -74,6 +77,7 @@ impl ExecuteResponse {
             result,
             error,
             executions_left,
+            images: outcome.images,
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             fuel_used: outcome.fuel_used,

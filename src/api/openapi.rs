@@ -13,7 +13,7 @@ use super::runtimes::RuntimesResponse;
 use super::usage::{HealthResponse, History, HistoryBucket, RateLimitUsage, UsageResponse};
 use crate::sandbox::Limits;
 use crate::sandbox::runtime::Package;
-use crate::sandbox::{ErrorKind, ExecutionError, RuntimeInfo};
+use crate::sandbox::{ErrorKind, ExecutionError, Image, RuntimeInfo};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -34,6 +34,7 @@ use crate::sandbox::{ErrorKind, ExecutionError, RuntimeInfo};
         ExecuteRequest,
         ExecuteResponse,
         ExecutionError,
+        Image,
         ErrorKind,
         ErrorBody,
         RuntimesResponse,

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::UsageError;
 use super::sandbox_args::SandboxArgs;
 use crate::api::ExecuteResponse;
-use crate::sandbox::{Execution, Rejected, Sandbox, SandboxConfig};
+use crate::sandbox::{Execution, Image, Rejected, Sandbox, SandboxConfig};
 
 /// Run Python code once in the sandbox, locally, without a server or an API key
 ///
@@ -39,6 +39,11 @@ pub struct RunArgs {
     /// Print the JSON envelope `POST /execute` answers with (less `executions_left`: no key)
     #[arg(long)]
     pub json: bool,
+
+    /// Write the figures the code leaves open (CPython's matplotlib) into DIR as image-1.png,
+    /// image-2.png, …; without it, how many there were is noted on stderr
+    #[arg(long, value_name = "DIR")]
+    pub images_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub sandbox: SandboxArgs,
@@ -80,12 +85,21 @@ impl RunArgs {
             .block_on(prepared.run());
 
         let response = ExecuteResponse::new(outcome, None);
+        if let Some(dir) = &self.images_dir {
+            write_images(dir, &response.images)?;
+        }
         let written = if self.json {
             writeln!(io::stdout().lock(), "{}", serde_json::to_string(&response)?)
         } else {
             print_human(&response)
         };
         written.context("writing the output")?;
+        if self.images_dir.is_none() && !self.json && !response.images.is_empty() {
+            eprintln!(
+                "({} image(s) drawn; --images-dir DIR writes them as PNG files)",
+                response.images.len()
+            );
+        }
         Ok(if response.success {
             ExitCode::SUCCESS
         } else {
@@ -137,6 +151,20 @@ fn read_bounded(reader: impl Read, limit: usize) -> anyhow::Result<Vec<u8>> {
         "larger than the input limit of {limit} bytes (--input-bytes)"
     );
     Ok(bytes)
+}
+
+/// Writes `images` into `dir` as image-1.png, image-2.png, …
+fn write_images(dir: &Path, images: &[Image]) -> anyhow::Result<()> {
+    use base64::Engine;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (n, image) in images.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&image.data)
+            .context("an image the guest sent is not base64")?;
+        let path = dir.join(format!("image-{}.{}", n + 1, image.format));
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The code's stdout, then its result; its stderr, then the error, on stderr.

@@ -12,7 +12,7 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::outcome::{ErrorKind, ExecutionError, Outcome};
+use super::outcome::{ErrorKind, ExecutionError, Image, Outcome};
 use super::runtime::Runtime;
 use super::wasi::OutputCapture;
 
@@ -193,7 +193,8 @@ pub fn run(
     let reply = store.data_mut().take_reply();
     drop(store);
     let duration = started.elapsed();
-    let result = classify(ended, reply, &limits);
+    let mut images = Vec::new();
+    let result = classify(ended, reply, &limits, &mut images);
     // A sandbox failure may have left its own text (a trap, a panic) in the output: the
     // client gets `internal` and nothing more.
     let (stdout, stderr) = match &result {
@@ -203,6 +204,7 @@ pub fn run(
     Outcome {
         runtime: runtime.info().name.clone(),
         result,
+        images,
         stdout,
         stderr,
         fuel_used,
@@ -213,15 +215,9 @@ pub fn run(
 /// The outcome of an execution whose guest could not be given its world (a runtime's
 /// directory gone): the sandbox's failure, logged, answered as `internal`.
 fn failed_to_start(runtime: &dyn Runtime, error: &wasmtime::Error, started: Instant) -> Outcome {
-    tracing::error!(runtime = %runtime.info().name, error = %error, "could not set up the guest's WASI context");
-    Outcome {
-        runtime: runtime.info().name.clone(),
-        result: Err(ExecutionError::internal()),
-        stdout: String::new(),
-        stderr: String::new(),
-        fuel_used: 0,
-        duration: started.elapsed(),
-    }
+    let name = &runtime.info().name;
+    tracing::error!(runtime = %name, error = %error, "could not set up the guest's WASI context");
+    Outcome::internal(name, started.elapsed())
 }
 
 /// The guest's reply document.
@@ -232,13 +228,18 @@ struct Reply {
     error: Option<ExecutionError>,
     /// The text of a panic in the guest (with its source location): for the log only.
     panic: Option<String>,
+    /// The figures the code left open, with a result.
+    #[serde(default)]
+    images: Vec<Image>,
 }
 
-/// Maps how the guest's `run` ended to the execution's result.
+/// Maps how the guest's `run` ended to the execution's result, and the images of a reply to
+/// `images`.
 fn classify(
     ended: wasmtime::Result<()>,
     reply: Option<Vec<u8>>,
     limits: &RunLimits,
+    images: &mut Vec<Image>,
 ) -> Result<Box<RawValue>, ExecutionError> {
     let error = match ended {
         Ok(()) => wasmtime::format_err!("the guest returned without replying"),
@@ -246,7 +247,7 @@ fn classify(
     };
     if let Some(stop) = error.downcast_ref::<Stop>() {
         return match stop {
-            Stop::Replied => parse_reply(reply.as_deref().unwrap_or_default()),
+            Stop::Replied => parse_reply(reply.as_deref().unwrap_or_default(), images),
             Stop::Timeout | Stop::Cancelled => Err(ExecutionError::limit(
                 ErrorKind::Timeout,
                 "TimeoutError",
@@ -342,7 +343,7 @@ pub fn is_guest_reply(reply: &[u8]) -> bool {
     }
 }
 
-fn parse_reply(reply: &[u8]) -> Result<Box<RawValue>, ExecutionError> {
+fn parse_reply(reply: &[u8], images: &mut Vec<Image>) -> Result<Box<RawValue>, ExecutionError> {
     match serde_json::from_slice::<Reply>(reply) {
         Ok(Reply {
             panic: Some(panic), ..
@@ -352,8 +353,14 @@ fn parse_reply(reply: &[u8]) -> Result<Box<RawValue>, ExecutionError> {
         }
         // serde reads a `null` result as `None`.
         Ok(Reply {
-            ok: true, result, ..
-        }) => Ok(result.unwrap_or_else(|| RawValue::NULL.to_owned())),
+            ok: true,
+            result,
+            images: drawn,
+            ..
+        }) => {
+            *images = drawn;
+            Ok(result.unwrap_or_else(|| RawValue::NULL.to_owned()))
+        }
         Ok(Reply {
             ok: false,
             error: Some(error),

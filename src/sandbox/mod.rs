@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 pub use self::engine::{MAX_WASM_STACK, POOL_SLOTS};
 use self::instance::{EPOCH_TICK, RunLimits};
-pub use self::outcome::{ErrorKind, ExecutionError, Outcome, Rejected};
+pub use self::outcome::{ErrorKind, ExecutionError, Image, Outcome, Rejected};
 use self::pool::{FairQueue, Job, worker_lost};
 use self::runtime::cpython::CPython;
 use self::runtime::cpython::install::Installed;

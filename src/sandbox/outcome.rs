@@ -12,6 +12,8 @@ pub struct Outcome {
     pub runtime: String,
     /// The JSON of the global `result`, or why there is none.
     pub result: Result<Box<RawValue>, ExecutionError>,
+    /// The figures the code left open (CPython's matplotlib), as images; empty otherwise.
+    pub images: Vec<Image>,
     /// Everything the code wrote to stdout, up to the output limit (invalid UTF-8 replaced).
     pub stdout: String,
     /// Everything the code wrote to stderr, up to the output limit (invalid UTF-8 replaced).
@@ -20,6 +22,32 @@ pub struct Outcome {
     pub fuel_used: u64,
     /// Wall-clock time from the start of the instance to the end of the run.
     pub duration: Duration,
+}
+
+impl Outcome {
+    /// The outcome of an execution on `runtime` that the sandbox failed after `duration`:
+    /// `internal`, with nothing the guest wrote.
+    pub(crate) fn internal(runtime: &str, duration: Duration) -> Self {
+        Self {
+            runtime: runtime.to_owned(),
+            result: Err(ExecutionError::internal()),
+            images: Vec::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+            fuel_used: 0,
+            duration,
+        }
+    }
+}
+
+/// A picture the code drew: a matplotlib figure it left open, rendered by the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Image {
+    /// The image format: `png`.
+    #[schema(example = "png")]
+    pub format: String,
+    /// The image, base64-encoded.
+    pub data: String,
 }
 
 /// Why an execution produced no result.

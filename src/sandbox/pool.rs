@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::instance::{self, RunLimits};
-use super::outcome::{ExecutionError, Outcome};
+use super::outcome::Outcome;
 use super::runtime::Runtime;
 
 /// One execution waiting for, or on, a worker.
@@ -130,12 +130,5 @@ pub fn work(queue: &FairQueue, running: &AtomicUsize) {
 
 /// The outcome of an execution on `runtime` whose worker failed.
 pub fn worker_lost(runtime: &str) -> Outcome {
-    Outcome {
-        runtime: runtime.to_owned(),
-        result: Err(ExecutionError::internal()),
-        stdout: String::new(),
-        stderr: String::new(),
-        fuel_used: 0,
-        duration: std::time::Duration::ZERO,
-    }
+    Outcome::internal(runtime, std::time::Duration::ZERO)
 }

@@ -322,3 +322,44 @@ result = [plt.get_backend().lower(), png.getvalue()[:4] == b'\\x89PNG', len(png.
         outcome.stderr
     );
 }
+
+#[tokio::test]
+async fn open_figures_come_back_as_png_images() {
+    let code = "import matplotlib.pyplot as plt
+plt.plot([1, 2, 3])
+plt.figure()
+plt.bar(['a', 'b'], [1, 2])
+result = len(plt.get_fignums())";
+    let Some(outcome) = cpython(code, None).await else {
+        return;
+    };
+    assert_eq!(result(&outcome), json!(2));
+    assert_eq!(outcome.images.len(), 2);
+    for image in &outcome.images {
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&image.data)
+            .unwrap();
+        assert_eq!((image.format.as_str(), &png[..4]), ("png", &b"\x89PNG"[..]));
+    }
+    let closed = cpython(
+        "import matplotlib.pyplot as plt\nplt.figure()\nplt.close()",
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(closed.images.is_empty());
+}
+
+#[tokio::test]
+async fn images_share_the_results_output_limit() {
+    let code = "import numpy as np, matplotlib.pyplot as plt
+plt.figure(figsize=(8, 8))
+plt.imshow(np.random.rand(400, 400))";
+    let Some(outcome) = cpython(code, None).await else {
+        return;
+    };
+    let error = error(&outcome);
+    assert_eq!(error.kind, ErrorKind::OutputLimit, "{error:?}");
+    assert!(outcome.images.is_empty());
+}

@@ -91,10 +91,31 @@ async fn a_server_lists_cpython_with_its_packages_and_runs_requests_there() {
         (&json!(3.0), &json!("cpython"))
     );
     assert_eq!(reply["executions_left"], 99);
+    assert!(
+        reply.get("images").is_none(),
+        "no figures, no images: {reply}"
+    );
+
+    let (status, reply) = server
+        .execute(
+            &key,
+            json!({"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])", "runtime": "cpython"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["images"][0]["format"], "png", "{reply}");
+    assert!(
+        reply["images"][0]["data"]
+            .as_str()
+            .unwrap()
+            .starts_with("iVBOR"),
+        "{reply}"
+    );
 
     let (status, reply) = server
         .execute(&key, json!({"code": "1/0", "runtime": "cpython"}))
         .await;
+    assert!(reply.get("images").is_none(), "{reply}");
     assert_eq!(
         (status, &reply["error"]["kind"]),
         (200, &json!("python_exception")),
@@ -111,6 +132,8 @@ fn pyexec_run_takes_the_runtime() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
         .args(["--data-dir", data.path().to_str().unwrap()])
         .args(["run", "--runtime", "cpython", "--data", r#"{"n": 4}"#])
+        .arg("--images-dir")
+        .arg(data.path().join("figures"))
         .arg("--runtimes-dir")
         .arg(installed.join("runtimes"))
         .arg("--module-cache-dir")
@@ -125,7 +148,8 @@ fn pyexec_run_takes_the_runtime() {
         .take()
         .unwrap()
         .write_all(
-            b"import numpy as np\nprint(np.__version__)\nresult = int(np.ones(data['n']).sum())",
+            b"import numpy as np, matplotlib.pyplot as plt\nprint(np.__version__)\n\
+              plt.plot([1, 2])\nresult = int(np.ones(data['n']).sum())",
         )
         .unwrap();
     let output = child.wait_with_output().unwrap();
@@ -135,4 +159,6 @@ fn pyexec_run_takes_the_runtime() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "2.5.2\n4\n");
+    let png = std::fs::read(data.path().join("figures").join("image-1.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
 }

@@ -9,7 +9,9 @@
 # execution with a reply of its own making; that forges nothing it could not produce by
 # assigning `result` or raising, and the host accepts only guest-side error kinds from a reply.
 
+import base64
 import builtins
+import io
 import json
 import linecache
 import random
@@ -81,14 +83,40 @@ def _execute(request):
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    limit = request.get("output_limit", 1 << 20)
     try:
-        writer = _JsonWriter(request.get("output_limit", 1 << 20))
+        writer = _JsonWriter(limit)
         writer.value(scope.get("result"), 0)
+        images = _images(limit - writer.size)
     except _NotSerializable as exc:
         return _failed(_plain("result_not_serializable", "TypeError", exc.args[0]))
     except _TooLarge as exc:
         return _failed(_plain("output_limit", "OutputLimitExceeded", exc.args[0]))
-    return '{"ok":true,"result":' + "".join(writer.out) + "}"
+    except Exception as exc:
+        return _failed(_exception("python_exception", exc))
+    return ('{"ok":true,"result":' + "".join(writer.out) + ',"images":' + _dumps(images) + "}")
+
+
+def _images(budget):
+    """The matplotlib figures the code left open, as PNG images in base64, which share the
+    result's budget; the figures are closed."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return []
+    images = []
+    try:
+        for number in pyplot.get_fignums():
+            png = io.BytesIO()
+            pyplot.figure(number).savefig(png, format="png")
+            data = base64.b64encode(png.getvalue()).decode("ascii")
+            budget -= _len(data)
+            if budget < 0:
+                raise _TooLarge("the result and the figures' images are larger than the "
+                                "output limit")
+            images.append({"format": "png", "data": data})
+    finally:
+        pyplot.close("all")
+    return images
 
 
 def _failed(error):

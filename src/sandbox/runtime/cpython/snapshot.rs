@@ -161,6 +161,7 @@ pub fn build(
         ));
     }
 
+    clear_dead_stack(&mut store, instance)?;
     let mut state = Instantiated { store, instance };
     let mut snapshot = pin!(wizer.snapshot(&context, &mut state));
     // Nothing in the snapshot waits: one poll finishes it.
@@ -173,6 +174,28 @@ pub fn build(
             .context("snapshotting CPython"),
         Poll::Pending => anyhow::bail!("snapshotting CPython did not finish"),
     }
+}
+
+/// Zeroes the dead part of the guest's C stack: what calls that have returned left there (the
+/// host's file times and inode numbers among it, read while CPython started) differs from one
+/// installation to the next, and would go into the snapshot. python.wasm is linked with the
+/// stack first: it spans linear memory from 0 to its top (the data starts there), and grows down
+/// from the stack pointer, global 0, which wizer exports as `__wizer_global_0`.
+fn clear_dead_stack(store: &mut Store<ExecutionState>, instance: Instance) -> anyhow::Result<()> {
+    let stack_pointer = instance
+        .get_global(&mut *store, "__wizer_global_0")
+        .map(|global| global.get(&mut *store))
+        .and_then(|value| value.i32())
+        .context("python.wasm has no stack pointer")?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .context("python.wasm exports no memory")?;
+    let dead = memory
+        .data_mut(&mut *store)
+        .get_mut(..stack_pointer as u32 as usize)
+        .context("python.wasm's stack pointer is past its memory")?;
+    dead.fill(0);
+    Ok(())
 }
 
 /// Python that defines the module `_pyexec` from `driver.py`, whatever the source's characters.
