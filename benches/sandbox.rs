@@ -20,7 +20,7 @@
 //! - `unsnapshotted`: the guest as compiled, which builds the interpreter in every execution
 //!   (`target/guest/python-unsnapshotted.wasm`, written by `guest/build.sh`; skipped when absent),
 //!   with the default allocator;
-//! - `cpython`: the CPython runtime (on-demand allocation), when `PYEXEC_TEST_CPYTHON_DIR` names
+//! - `cpython`: the CPython runtime (with the default allocator), when `PYEXEC_TEST_CPYTHON_DIR` names
 //!   an installation (`pyexec --data-dir DIR runtime install cpython --from WHEEL`); it also
 //!   runs the numpy and pandas cases.
 
@@ -262,7 +262,7 @@ fn guests(report: &mut Report) -> Vec<(&'static str, Sandbox)> {
             CPYTHON,
             start(SandboxConfig {
                 runtimes_dir: Some(dir.join("runtimes")),
-                ..config(false, &dir.join("cache"))
+                ..config(default_pooling, &dir.join("cache"))
             }),
         )),
         None => eprintln!("skipping CPython: PYEXEC_TEST_CPYTHON_DIR names no installation"),

@@ -48,18 +48,27 @@ pub fn config() -> Config {
     config
 }
 
+/// The pooling allocator's settings every runtime shares: [`POOL_SLOTS`] instances, memories
+/// of up to 4 GiB, and the dirty-page reset (`PAGEMAP_SCAN`) keeping [`KEEP_RESIDENT`].
+pub fn pool() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_memories(POOL_SLOTS as u32)
+        .total_tables(POOL_SLOTS as u32)
+        .total_core_instances(POOL_SLOTS as u32)
+        .max_memory_size(1 << 32)
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
+    pool
+}
+
 /// Builds a runtime's engine from its `config` (see [`config`]), with the pooling allocator
-/// when `pooling`, and the cache key of what it compiles.
-pub fn build(mut config: Config, pooling: bool) -> anyhow::Result<(Engine, u64)> {
-    if pooling {
-        let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_memories(POOL_SLOTS as u32)
-            .total_tables(POOL_SLOTS as u32)
-            .total_core_instances(POOL_SLOTS as u32)
-            .max_memory_size(1 << 32)
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+/// `pool` (see [`pool`]) or memory mapped on demand, and the cache key of what it compiles.
+pub fn build(
+    mut config: Config,
+    pool: Option<wasmtime::PoolingAllocationConfig>,
+) -> anyhow::Result<(Engine, u64)> {
+    if let Some(pool) = pool {
         config.allocation_strategy(pool);
     }
     let engine = Engine::new(&config)?;

@@ -238,10 +238,10 @@ impl Sandbox {
                 memory_bytes: config.cpython_memory_bytes,
                 ..config.limits
             };
-            let cpython = CPython::load(&installed, config.cache_dir.as_deref(), limits)
+            let cpython = CPython::load(&installed, config.cache_dir.as_deref(), limits, pooling)
                 .with_context(|| {
-                    format!("loading the CPython runtime in {}", installed.dir.display())
-                })?;
+                format!("loading the CPython runtime in {}", installed.dir.display())
+            })?;
             runtimes.push(Arc::new(cpython));
         }
         tracing::debug!(

@@ -55,7 +55,6 @@ pub static SANDBOX: LazyLock<Option<Sandbox>> = LazyLock::new(|| {
             runtimes_dir: Some(dir.join("runtimes")),
             cache_dir: Some(dir.join("cache")),
             workers: 2,
-            pooling: false,
             ..SandboxConfig::default()
         })
         .expect("the sandbox starts with the installed CPython runtime"),

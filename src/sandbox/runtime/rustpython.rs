@@ -37,7 +37,7 @@ pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
         .wasm_wide_arithmetic(false)
         .wasm_custom_page_sizes(false)
         .wasm_component_model(false);
-    engine::build(config, pooling)
+    engine::build(config, pooling.then(engine::pool))
 }
 
 /// The guest, linked and ready to instantiate.

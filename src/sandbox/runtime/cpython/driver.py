@@ -14,6 +14,7 @@ import builtins
 import io
 import json
 import linecache
+import os
 import random
 import sys
 import traceback
@@ -51,11 +52,13 @@ def run():
 
 
 def _reseed():
-    # The snapshot's generators are the same in every instance: draw fresh entropy.
-    random.seed()
+    # The snapshot's generators are the same in every instance: draw fresh entropy. Seeding
+    # from an int, not from None, costs a twentieth of the fuel (numpy's `seed()` alone cost
+    # ~2 M, two thirds of an empty execution); numpy's legacy global generator takes 32 bits.
+    random.seed(int.from_bytes(os.urandom(16)))
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        numpy.random.seed()
+        numpy.random.seed(int.from_bytes(os.urandom(4)))
 
 
 def _execute(request):

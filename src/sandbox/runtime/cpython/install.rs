@@ -221,7 +221,9 @@ pub fn install(
     };
 
     progress(3);
-    super::compile_into_cache(&staged, cache_dir)?;
+    // For the allocator `serve` uses by default (SandboxConfig::default().pooling).
+    let pooling = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
+    super::compile_into_cache(&staged, cache_dir, pooling)?;
 
     progress(4);
     write_new(

@@ -30,15 +30,23 @@ const STDLIB_GUEST_DIR: &str = "/usr/local/lib";
 /// Where matplotlib looks for its data (fonts, styles): beside its module, inside the zip.
 const MPL_DATA_GUEST_DIR: &str = "/usr/local/lib/python315.zip/matplotlib/mpl-data";
 
-/// The one turn each execution runs: the driver the snapshot defined.
-const RUN_TURN: &str = "import _pyexec\n_pyexec.run()";
+/// The one turn each execution runs: the driver the snapshot defined and bound in the turns'
+/// namespace. The guest parses and compiles every turn (~0.3 M fuel even for this).
+const RUN_TURN: &str = "_pyexec.run()";
 
-/// The engine for this guest and the cache key of what it compiles. CPython uses wasm
-/// exceptions (C++ in its packages, setjmp/longjmp) and SIMD (numpy's kernels).
-pub fn engine() -> anyhow::Result<(Engine, u64)> {
+/// The engine for this guest, with the pooling allocator when `pooling`, and the cache key of
+/// what it compiles. CPython uses wasm exceptions (C++ in its packages, setjmp/longjmp) and
+/// SIMD (numpy's kernels); its instance (47,157 table elements, 1.5 MB of instance state) is
+/// larger than the pool's defaults allow.
+pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
     let mut config = engine::config();
     enable_guest_features(&mut config);
-    engine::build(config, false)
+    let pool = pooling.then(|| {
+        let mut pool = engine::pool();
+        pool.table_elements(1 << 16).max_core_instance_size(4 << 20);
+        pool
+    });
+    engine::build(config, pool)
 }
 
 fn enable_guest_features(config: &mut Config) {
@@ -67,13 +75,15 @@ struct Exports {
 
 impl CPython {
     /// Loads the runtime `installed` describes, compiling its snapshot into `cache_dir` unless
-    /// it is there already; executions get `limits` by default.
+    /// it is there already, for the pooling allocator when `pooling`; executions get `limits`
+    /// by default.
     pub fn load(
         installed: &Installed,
         cache_dir: Option<&Path>,
         limits: Limits,
+        pooling: bool,
     ) -> anyhow::Result<Self> {
-        let (engine, engine_key) = engine()?;
+        let (engine, engine_key) = engine(pooling)?;
         let snapshot = std::fs::read(installed.snapshot_path())?;
         let module = engine::load_guest(
             &engine,
@@ -209,10 +219,14 @@ fn add_host_door(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Compiles the snapshot `installed` holds into `cache_dir`, where [`CPython::load`] looks for
-/// it, unless it is there already; returns the cached file.
-pub fn compile_into_cache(installed: &Installed, cache_dir: &Path) -> anyhow::Result<PathBuf> {
-    let (engine, engine_key) = engine()?;
+/// Compiles the snapshot `installed` holds into `cache_dir` for the pooling allocator or not,
+/// where [`CPython::load`] looks for it, unless it is there already; returns the cached file.
+pub fn compile_into_cache(
+    installed: &Installed,
+    cache_dir: &Path,
+    pooling: bool,
+) -> anyhow::Result<PathBuf> {
+    let (engine, engine_key) = engine(pooling)?;
     let snapshot = std::fs::read(installed.snapshot_path())?;
     let (path, _) = engine::fill_cache(
         &engine,

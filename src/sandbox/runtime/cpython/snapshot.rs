@@ -198,14 +198,15 @@ fn clear_dead_stack(store: &mut Store<ExecutionState>, instance: Instance) -> an
     Ok(())
 }
 
-/// Python that defines the module `_pyexec` from `driver.py`, whatever the source's characters.
+/// Python that defines the module `_pyexec` from `driver.py`, whatever the source's characters,
+/// and leaves it bound in the namespace of the turns, where `RUN_TURN` calls it.
 fn define_driver() -> String {
     format!(
         "import sys, types\n\
          _pyexec = types.ModuleType('_pyexec')\n\
          exec(compile(bytes.fromhex('{}').decode(), '<pyexec>', 'exec'), _pyexec.__dict__)\n\
          sys.modules['_pyexec'] = _pyexec\n\
-         del _pyexec, sys, types\n",
+         del sys, types\n",
         hex::encode(DRIVER)
     )
 }
