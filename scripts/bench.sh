@@ -9,7 +9,8 @@
 # against the naive `python3 -I -c`-per-request baseline in the same invocation, prints the
 # results table and writes it to benches/RESULTS.md (raw numbers: benches/RESULTS.json).
 # Settings: BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_GROWTH_EXECUTIONS, BENCH_WARM_STARTS
-# (see scripts/bench_http.py).
+# (see scripts/bench_http.py). With PYEXEC_TEST_CPYTHON_DIR naming a data directory the CPython
+# runtime is installed in (as for the tests), both halves measure it too (issue 13).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-all}"

@@ -127,14 +127,16 @@ def memory_kib(pid):
 class Pyexec:
     """A `pyexec serve` process on its own data directory."""
 
-    def __init__(self, binary, data_dir, log_file):
+    def __init__(self, binary, data_dir, log_file, extra_args=()):
         self.binary, self.data_dir, self.log_file = binary, data_dir, log_file
+        self.extra_args = list(extra_args)
 
     def start(self):
         """Starts the server; returns seconds from spawn until /health answered 200."""
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [self.binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", self.data_dir],
+            [self.binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", self.data_dir,
+             *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=self.log_file,
             text=True,
@@ -212,6 +214,13 @@ def wrk(server, body, key, connections, seconds, executions=0):
     return result
 
 
+# The issue-13 numpy example, on the CPython runtime.
+NUMPY_EXAMPLE = {
+    "code": "import numpy as np\nresult = float(np.linspace(0, 1, 1000).std())",
+    "runtime": "cpython",
+}
+
+
 def load_runs(server, key):
     """The two timed runs every server gets, after a warm-up."""
     check_example(server.addr, key)
@@ -223,10 +232,34 @@ def load_runs(server, key):
     return example, cpu
 
 
-def check_example(addr, key):
-    status, reply = post(addr, EXAMPLE, key)
-    if status != 200 or reply.get("result") != 3.0:
-        raise SystemExit(f"{addr} answered the example with {status} {reply}")
+def check_example(addr, key, body=EXAMPLE, result=3.0):
+    status, reply = post(addr, body, key)
+    if status != 200 or reply.get("result") != result:
+        raise SystemExit(f"{addr} answered {body['code']!r} with {status} {reply}")
+
+
+def cpython_runs(binary, tmp, log_file, installed):
+    """The CPython runtime (issue 13) on a server that has both runtimes: the example and the
+    numpy example at 16 connections, then the example on RustPython, for the peak RSS with
+    both loaded and used."""
+    server = Pyexec(binary, str(Path(tmp) / "data-cpython"), log_file,
+                    ["--runtimes-dir", str(Path(installed) / "runtimes"),
+                     "--module-cache-dir", str(Path(installed) / "cache")])
+    server.start()
+    key = server.add_key()
+    example = dict(EXAMPLE, runtime="cpython")
+    check_example(server.addr, key, example)
+    check_example(server.addr, key, NUMPY_EXAMPLE, 0.2889639542114209)
+    wrk(server, example, key, 16, WARMUP_SECONDS)
+    log(f"CPython: example, 16 connections, {SECONDS} s")
+    results = {"example": wrk(server, example, key, 16, SECONDS)}
+    log(f"CPython: numpy example, 16 connections, {SECONDS} s")
+    results["numpy"] = wrk(server, NUMPY_EXAMPLE, key, 16, SECONDS)
+    log(f"RustPython on the same server: example, 16 connections, {SECONDS} s")
+    results["rustpython_example"] = wrk(server, EXAMPLE, key, 16, SECONDS)
+    _, results["peak_rss_kib"] = memory_kib(server.process.pid)
+    server.stop()
+    return results
 
 
 def run(binary):
@@ -259,6 +292,12 @@ def run(binary):
                 "rss_after_kib": rss_after,
             }
             server.stop()
+
+            installed = os.environ.get("PYEXEC_TEST_CPYTHON_DIR")
+            if installed:
+                results["cpython"] = cpython_runs(binary, tmp, log_file, installed)
+            else:
+                log("no CPython runtime (PYEXEC_TEST_CPYTHON_DIR is unset): skipping it")
 
             log("naive baseline: python3 -I -c per request")
             baseline = Baseline()
@@ -372,6 +411,8 @@ def report(results, inprocess, command, started):
               "depends less on other load than requests/s, and bounds requests/s at "
               "(CPUs − the load generator's share) / CPU per request. Peak RSS of the baseline "
               "is its HTTP server alone, without the children."]
+    if "cpython" in results:
+        lines += cpython_report(results["cpython"], inprocess)
     summary = len(lines)
     lines += ["", "## Startup", "", "| what | time |", "|---|---|",
               f"| `pyexec serve` until /health 200, empty module cache | "
@@ -407,6 +448,45 @@ def report(results, inprocess, command, started):
                 _, case, guest = t["id"].split("/")
                 lines.append(f"| {case} | {guest} | {t['per_second']:,.0f} | {ms(t['cpu_us'])} |")
     return "\n".join(lines) + "\n", "\n".join(lines[2:summary]) + "\n"
+
+
+def cpython_report(cpython, inprocess):
+    """The issue-13 targets of the CPython runtime, and its HTTP runs."""
+    summaries = {s["id"]: s for s in (inprocess or {}).get("executions", [])}
+    rows = []
+    for case, goal_ms in [("example", 1.5), ("numpy_std", 2.5), ("pandas_groupby", 10)]:
+        s = summaries.get(f"execute/{case}/cpython")
+        if s:
+            p50 = s["latency_us"]["p50"]
+            rows.append((f"In-process, {case}, p50", f"≤ {goal_ms} ms", ms(p50),
+                         p50 <= goal_ms * 1000))
+    loop_c = summaries.get("execute/sum_squares_100k/cpython")
+    loop_r = summaries.get(f"execute/sum_squares_100k/{(inprocess or {}).get('default_guest')}")
+    if loop_c and loop_r:
+        speedup = loop_r["latency_us"]["p50"] / loop_c["latency_us"]["p50"]
+        rows.append(("In-process, `sum(i*i for i in range(100000))`, vs RustPython", "≥ 1.25×",
+                     f"{speedup:.2f}× ({ms(loop_c['latency_us']['p50'])} vs "
+                     f"{ms(loop_r['latency_us']['p50'])})", speedup >= 1.25))
+    example = cpython["example"]
+    rows += [
+        ("HTTP, example on cpython, 16 connections", "≥ 1,000 requests/s",
+         f"{example['rps']:,.0f}/s", example["rps"] >= 1000),
+        ("HTTP, example on cpython, p99", "≤ 30 ms", ms(example["p99_us"]),
+         example["p99_us"] <= 30000),
+        ("Peak RSS, both runtimes loaded and under load", "≤ 1 GiB",
+         mib(cpython["peak_rss_kib"]), cpython["peak_rss_kib"] <= 1024 * 1024),
+    ]
+    lines = ["", "## CPython runtime (issue 13)", "", "| target | goal | measured | |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {goal} | {measured} | {verdict(ok)} |" for name, goal, measured, ok in rows]
+    lines += ["", "| body | connections | requests/s | p50 | p99 | errors | server CPU per request |",
+              "|---|---|---|---|---|---|---|"]
+    for body, run in [("example, cpython", cpython["example"]),
+                      ("numpy example, cpython", cpython["numpy"]),
+                      ("example, rustpython (same server)", cpython["rustpython_example"])]:
+        lines.append(f"| {body} | 16 | {run['rps']:,.0f} | {ms(run['p50_us'])} | "
+                     f"{ms(run['p99_us'])} | {run['errors']} | {ms(run['cpu_us_per_request'])} |")
+    return lines
 
 
 README_BEGIN = "<!-- bench:begin (scripts/bench.sh writes this block) -->"

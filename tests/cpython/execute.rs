@@ -283,6 +283,9 @@ for attempt in (
     lambda: os.fork(),
     lambda: subprocess.run(['ls']),
     lambda: __import__('socket').create_connection(('127.0.0.1', 80)),
+    lambda: __import__('_posixsubprocess'),
+    lambda: __import__('ctypes').string_at(1024, 16),
+    lambda: __import__('ctypes').CDLL(None),
 ):
     try:
         attempt()

@@ -8,32 +8,19 @@
 
 mod execute;
 mod install;
+mod installed;
 mod server;
 // Shared with the `cli` and `hardening` binaries, which use more of it.
 #[allow(dead_code)]
 #[path = "../cli/server.rs"]
 mod server_process;
 
-use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use pyexec::sandbox::{Execution, Limits, Outcome, Sandbox, SandboxConfig};
 
-/// The directory holding an installed runtime (`runtimes/`) and its module cache (`cache/`),
-/// or `None` (outside CI) when there is none.
-pub fn installed() -> Option<PathBuf> {
-    match std::env::var_os("PYEXEC_TEST_CPYTHON_DIR") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("CI must install the CPython runtime and set PYEXEC_TEST_CPYTHON_DIR (.ci/run)")
-        }
-        None => {
-            eprintln!("skipped: PYEXEC_TEST_CPYTHON_DIR names no installed CPython runtime");
-            None
-        }
-    }
-}
+pub use installed::installed;
 
 pub fn test_limits() -> Limits {
     Limits {
