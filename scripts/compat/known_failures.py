@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Regenerates the compatibility suite's known failures from the last run's report.
+"""Regenerates the compatibility suite's known failures from the last run's reports.
 
-Reads target/tmp/compat-report.json (written by `cargo test --test compat`), and rewrites:
-  tests/compat/known_failures.json  every failing example's id -> the key of its cause;
-  docs/COMPATIBILITY.md             pass rates, the causes, and every failure with its cause;
-  README.md                         the pass-rate lines between the compat markers.
+Reads each runtime's report, target/tmp/compat-report.json (RustPython) and
+target/tmp/compat-report-cpython.json (written by `cargo test --test compat`, the second only
+with PYEXEC_TEST_CPYTHON_DIR set), and rewrites:
+  tests/compat/known_failures.json,         every failing example's id -> the key of its
+  tests/compat/known_failures_cpython.json  cause, for each runtime;
+  docs/COMPATIBILITY.md                     per runtime: pass rates, the causes, and every
+                                            failure with its cause;
+  README.md                                 the pass-rate lines between the compat markers.
 A failure keeps the cause it was listed with; a new one gets the first cause whose rule
-matches it (CAUSES below), or "unclassified" - give it a real cause by hand in
-known_failures.json and run this again. Run scripts/compat/update-known-failures.sh for the
-whole loop (run the suite, regenerate, run again).
+matches it (CAUSES below, worded for RustPython), or "unclassified" - give it a real cause by
+hand in the runtime's list and run this again. Run scripts/compat/update-known-failures.sh
+for the whole loop (run the suite on both runtimes, regenerate, run again).
 """
 
 import json
@@ -16,8 +20,18 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORT = ROOT / "target" / "tmp" / "compat-report.json"
-KNOWN = ROOT / "tests" / "compat" / "known_failures.json"
+TMP = ROOT / "target" / "tmp"
+COMPAT = ROOT / "tests" / "compat"
+# Each runtime the suite runs on: its report and its known failures.
+RUNTIMES = [
+    {"title": "RustPython (the default runtime)",
+     "command": "cargo test --test compat every_example_behaves_as_in_cpython -- --exact",
+     "report": TMP / "compat-report.json", "known": COMPAT / "known_failures.json"},
+    {"title": "CPython 3.15 (the cpython runtime)",
+     "command": "PYEXEC_TEST_CPYTHON_DIR=<installation> cargo test --test compat "
+                "every_example_behaves_as_in_cpython_on_the_cpython_runtime",
+     "report": TMP / "compat-report-cpython.json", "known": COMPAT / "known_failures_cpython.json"},
+]
 DOC = ROOT / "docs" / "COMPATIBILITY.md"
 README = ROOT / "README.md"
 README_BEGIN = "<!-- compat-pass-rate:begin -->"
@@ -79,68 +93,97 @@ def shorten(value, limit=90):
     return value if len(value) <= limit else value[:limit - 1] + "…"
 
 
-def main():
-    report = json.loads(REPORT.read_text())
-    known = json.loads(KNOWN.read_text())
+def regenerate(runtime):
+    """Rewrites the runtime's known failures from its report; returns (report, failures, causes)."""
+    report_path, known_path = runtime["report"], runtime["known"]
+    if not report_path.exists():
+        raise SystemExit(f"{report_path.relative_to(ROOT)} is missing: run the suite on "
+                         f"{runtime['title']} first ({runtime['command']})")
+    report = json.loads(report_path.read_text())
+    known = json.loads(known_path.read_text())
     causes = {key: description for key, description, _ in CAUSES}
     causes.update(known.get("causes", {}))
     failures = {}
     for id, failure in sorted(report["failures"].items()):
         failures[id] = known["failures"].get(id) or classify(id, failure)
     used = {key: causes[key] for key in sorted(set(failures.values()))}
-    KNOWN.write_text(json.dumps({"causes": used, "failures": failures}, indent=2,
-                                ensure_ascii=False) + "\n")
+    known_path.write_text(json.dumps({"causes": used, "failures": failures}, indent=2,
+                                     ensure_ascii=False) + "\n")
+    return report, failures, used
 
+
+def rate(counts):
+    return 100.0 * counts["passed"] / max(counts["passed"] + counts["failed"], 1)
+
+
+def section(runtime, report, failures, causes):
+    """The doc's part about one runtime: its pass rates, the causes, every failure."""
     total = report["passed"] + report["failed"]
-    rate = 100.0 * report["passed"] / max(total, 1)
+    lines = [
+        f"## {runtime['title']}",
+        "",
+        f"`{runtime['command']}`, whose failures are listed in "
+        f"`{runtime['known'].relative_to(ROOT)}`.",
+        "",
+        f"**{report['passed']} of {total} examples pass ({rate(report):.1f}%).**",
+        "",
+        "| source | passed | failed | pass rate | not judged |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for source, counts in report["per_source"].items():
+        lines.append(f"| {source} | {counts['passed']} | {counts['failed']} | "
+                     f"{rate(counts):.1f}% | {counts['excluded']} |")
+    lines += ["", "### Causes", "", "| cause | failures | what |", "| --- | ---: | --- |"]
+    for key, description in causes.items():
+        count = sum(1 for cause in failures.values() if cause == key)
+        lines.append(f"| `{key}` | {count} | {description} |")
+    lines += ["", "### Every failure", "",
+              "| example | cause | CPython 3.11 | pyexec |", "| --- | --- | --- | --- |"]
+    for id, cause in failures.items():
+        failure = report["failures"][id]
+        got = failure.get("error") or text(failure["got"])
+        lines.append(f"| `{id}` | `{cause}` | {shorten(text(failure['want']))} | "
+                     f"{shorten(got)} |")
+    return lines + [""]
+
+
+def main():
+    sections, summary = [], []
+    for runtime in RUNTIMES:
+        report, failures, causes = regenerate(runtime)
+        sections += section(runtime, report, failures, causes)
+        total = report["passed"] + report["failed"]
+        summary.append(f"- **{runtime['title']}: {report['passed']} of {total} "
+                       f"({rate(report):.1f}%)**")
+        summary += [f"  - {source}: {c['passed']} of {c['passed'] + c['failed']} pass"
+                    for source, c in report["per_source"].items()]
+        print(f"{runtime['title']}: {len(failures)} known failures ({rate(report):.1f}% pass); "
+              f"wrote {runtime['known'].relative_to(ROOT)}")
     lines = [
         "# Compatibility",
         "",
-        "pyexec runs RustPython, not CPython. This page lists where they differ on real-world "
+        "pyexec runs RustPython by default and CPython 3.15 on request (`\"runtime\": "
+        "\"cpython\"`). This page lists where each differs from CPython 3.11 on real-world "
         "Python that was not written for pyexec: the doctest examples of PyPI packages and of "
         "CPython's standard library and tests, each run in the sandbox and compared with the "
         "output CPython 3.11 recorded for it (tests/compat/README.md says how the suite is "
         "built and judged).",
         "",
         "Generated by `scripts/compat/known_failures.py` from the last run of "
-        "`cargo test --test compat`; do not edit by hand (give a failure its cause in "
-        "`tests/compat/known_failures.json`).",
+        "`cargo test --test compat` on each runtime; do not edit by hand (give a failure its "
+        "cause in the runtime's `tests/compat/known_failures*.json`).",
         "",
-        f"**{report['passed']} of {total} examples pass ({rate:.1f}%).**",
-        "",
-        "| source | passed | failed | pass rate | not judged |",
-        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for source, counts in report["per_source"].items():
-        judged = counts["passed"] + counts["failed"]
-        lines.append(f"| {source} | {counts['passed']} | {counts['failed']} | "
-                     f"{100.0 * counts['passed'] / max(judged, 1):.1f}% | "
-                     f"{counts['excluded']} |")
-    lines += ["", "## Causes", "", "| cause | failures | what |", "| --- | ---: | --- |"]
-    for key, description in used.items():
-        count = sum(1 for cause in failures.values() if cause == key)
-        lines.append(f"| `{key}` | {count} | {description} |")
-    lines += ["", "## Every failure", "",
-              "| example | cause | CPython | pyexec |", "| --- | --- | --- | --- |"]
-    for id, cause in failures.items():
-        failure = report["failures"][id]
-        got = failure.get("error") or text(failure["got"])
-        lines.append(f"| `{id}` | `{cause}` | {shorten(text(failure['want']))} | "
-                     f"{shorten(got)} |")
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text("\n".join(lines) + "\n")
+    DOC.write_text("\n".join(lines + sections).rstrip("\n") + "\n")
 
     readme = README.read_text()
     if README_BEGIN in readme:
         head, rest = readme.split(README_BEGIN, 1)
         _, tail = rest.split(README_END, 1)
-        summary = [f"- {source}: {c['passed']} of {c['passed'] + c['failed']} pass"
-                   for source, c in report["per_source"].items()]
-        summary.append(f"- **overall: {report['passed']} of {total} ({rate:.1f}%)**")
         README.write_text(head + README_BEGIN + "\n" + "\n".join(summary) + "\n" + README_END
                           + tail)
-    print(f"{len(failures)} known failures ({rate:.1f}% pass); wrote "
-          f"{KNOWN.relative_to(ROOT)}, {DOC.relative_to(ROOT)}")
+    print(f"wrote {DOC.relative_to(ROOT)}, {README.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

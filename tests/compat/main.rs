@@ -1,13 +1,17 @@
 //! The compatibility suite: doctest examples of real-world Python not written for pyexec (PyPI
 //! packages, CPython's standard library and its doctest-based tests), run in the guest and
 //! judged against the output CPython 3.11 recorded for them (scripts/compat/record.py wrote
-//! tests/compat/data/). Prints the pass rate per source; fails when an example not listed in
-//! tests/compat/known_failures.json fails, or a listed one passes. Writes every failure to
-//! target/tmp/compat-report.json, from which scripts/compat/known_failures.py regenerates the
-//! list and docs/COMPATIBILITY.md. Runs the guest through `pyexec::sandbox` only.
+//! tests/compat/data/). The same suite runs on each runtime: RustPython (always) and CPython
+//! 3.15 (when one is installed, tests/cpython/installed.rs), each with its own list of known
+//! failures. Prints the pass rate per source; fails when an example not listed in the runtime's
+//! tests/compat/known_failures*.json fails, or a listed one passes. Writes every failure to
+//! target/tmp/compat-report*.json, from which scripts/compat/known_failures.py regenerates the
+//! lists and docs/COMPATIBILITY.md. Runs the guest through `pyexec::sandbox` only.
 
 mod checker;
 mod fuzz;
+#[path = "../cpython/installed.rs"]
+mod installed;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,29 +39,59 @@ fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// Where the last run's failures go, for scripts/compat/known_failures.py.
-fn report_path() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compat-report.json")
+/// Where a runtime's last run's failures go, for scripts/compat/known_failures.py.
+fn report_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
-/// One sandbox for the binary, with limits that fit a whole module's examples in one execution
-/// (a package's sources travel in `data`).
-static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
-    Sandbox::new(SandboxConfig {
-        limits: Limits {
-            fuel: 200_000_000_000,
-            timeout: Duration::from_secs(120),
-            memory_bytes: 512 << 20,
-            output_bytes: 16 << 20,
-            input_bytes: 4 << 20,
-        },
+/// Limits that fit a whole module's examples in one execution (a package's sources travel in
+/// `data`), on either runtime.
+fn suite_config() -> SandboxConfig {
+    let limits = Limits {
+        fuel: 200_000_000_000,
+        timeout: Duration::from_secs(120),
+        memory_bytes: 512 << 20,
+        output_bytes: 16 << 20,
+        input_bytes: 4 << 20,
+    };
+    SandboxConfig {
+        limits,
+        cpython_memory_bytes: limits.memory_bytes,
         queue: 256,
-        cache_dir: Some(cache_dir()),
         pooling: false,
         ..SandboxConfig::default()
+    }
+}
+
+/// The sandbox RustPython runs the suite in.
+static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
+    Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache_dir()),
+        ..suite_config()
     })
     .expect("the sandbox starts")
 });
+
+/// The sandbox with the installed CPython runtime, or `None` when there is none; it is compiled
+/// into the installation's own module cache.
+static CPYTHON_SANDBOX: LazyLock<Option<Sandbox>> = LazyLock::new(|| {
+    let dir = installed::installed()?;
+    Some(
+        Sandbox::new(SandboxConfig {
+            runtimes_dir: Some(dir.join("runtimes")),
+            cache_dir: Some(dir.join("cache")),
+            ..suite_config()
+        })
+        .expect("the sandbox starts with the installed CPython runtime"),
+    )
+});
+
+/// Where examples run: a sandbox and the runtime of it that runs them.
+#[derive(Clone, Copy)]
+struct Guest {
+    sandbox: &'static Sandbox,
+    runtime: &'static str,
+}
 
 /// A recorded source: tests/compat/data/<source>.json.
 #[derive(Deserialize)]
@@ -133,6 +167,7 @@ type Ran = Result<Output, String>;
 /// returns each reported example's output by (docstring, example) and the error that ended the
 /// execution, if any.
 async fn execute(
+    guest: Guest,
     files: &RawValue,
     program: &Program,
     batch: &[(usize, usize)],
@@ -153,13 +188,14 @@ async fn execute(
             .collect(),
     };
     let data = RawValue::from_string(serde_json::to_string(&input).unwrap()).unwrap();
-    let outcome = SANDBOX
+    let outcome = guest
+        .sandbox
         .execute(Execution {
             code: DRIVER.to_owned(),
             data: Some(data),
             fuel: None,
             tenant: None,
-            runtime: None,
+            runtime: Some(guest.runtime.to_owned()),
         })
         .await
         .expect("the execution is admitted");
@@ -180,7 +216,7 @@ async fn execute(
 /// run, and a new execution goes on from the next docstring. A crash leaves no output behind
 /// (the sandbox drops an `internal` execution's stdout), so then the docstrings run one per
 /// execution until the crashing one, and prefixes of it find the crashing example.
-async fn run_program(files: &RawValue, program: &Program) -> Vec<Vec<Ran>> {
+async fn run_program(guest: Guest, files: &RawValue, program: &Program) -> Vec<Vec<Ran>> {
     let tests = &program.tests;
     let count = |test: usize| tests[test].examples.len();
     let mut ran: Vec<Vec<Option<Ran>>> =
@@ -195,7 +231,7 @@ async fn run_program(files: &RawValue, program: &Program) -> Vec<Vec<Ran>> {
                 .map(|test| (test, count(test)))
                 .collect()
         };
-        let (records, error) = execute(files, program, &batch).await;
+        let (records, error) = execute(guest, files, program, &batch).await;
         let mut next = (start, 0);
         for (test, example, output) in records.iter().cloned() {
             ran[test][example] = Some(Ok(output));
@@ -212,7 +248,7 @@ async fn run_program(files: &RawValue, program: &Program) -> Vec<Vec<Ran>> {
         if records.is_empty() {
             next = (
                 start,
-                first_failing_prefix(files, program, start, &mut ran).await,
+                first_failing_prefix(guest, files, program, start, &mut ran).await,
             );
         } else if next.1 == count(next.0) {
             next = (next.0 + 1, 0);
@@ -247,6 +283,7 @@ async fn run_program(files: &RawValue, program: &Program) -> Vec<Vec<Ran>> {
 /// The index of the example that ends the execution of docstring `test` (known to end it),
 /// by bisecting on how many of its examples run; records the outputs of those before it.
 async fn first_failing_prefix(
+    guest: Guest,
     files: &RawValue,
     program: &Program,
     test: usize,
@@ -256,7 +293,7 @@ async fn first_failing_prefix(
     let (mut passing, mut failing) = (0, program.tests[test].examples.len());
     while failing - passing > 1 {
         let middle = (passing + failing) / 2;
-        let (records, error) = execute(files, program, &[(test, middle)]).await;
+        let (records, error) = execute(guest, files, program, &[(test, middle)]).await;
         if error.is_none() {
             passing = middle;
             for (_, example, output) in records {
@@ -337,16 +374,43 @@ fn show(line: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_behaves_as_in_cpython() {
-    let started = Instant::now();
     // Starting the sandbox blocks (it may compile the guest): not on a runtime worker.
-    tokio::task::spawn_blocking(|| LazyLock::force(&SANDBOX))
+    let sandbox = tokio::task::spawn_blocking(|| LazyLock::force(&SANDBOX))
         .await
         .unwrap();
+    let guest = Guest {
+        sandbox,
+        runtime: "rustpython",
+    };
+    let report = report_path("compat-report.json");
+    run_suite(guest, "tests/compat/known_failures.json", &report).await;
+}
+
+/// The same suite on CPython 3.15, whose differences from 3.11 are its known failures; without
+/// an installed runtime it says it is skipped (installed.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_behaves_as_in_cpython_on_the_cpython_runtime() {
+    let sandbox = tokio::task::spawn_blocking(|| LazyLock::force(&CPYTHON_SANDBOX).as_ref())
+        .await
+        .unwrap();
+    let Some(sandbox) = sandbox else { return };
+    let guest = Guest {
+        sandbox,
+        runtime: "cpython",
+    };
+    let report = report_path("compat-report-cpython.json");
+    run_suite(guest, "tests/compat/known_failures_cpython.json", &report).await;
+}
+
+/// Runs every example on `guest`, prints the pass rates, writes every failure to `report_file` and
+/// fails unless exactly the examples listed in `known_failures` (a path in the repository)
+/// fail.
+async fn run_suite(guest: Guest, known_failures: &str, report_file: &Path) {
+    let started = Instant::now();
     let sources: Vec<Arc<Source>> = load_sources().into_iter().map(Arc::new).collect();
-    let known: KnownFailures = serde_json::from_str(
-        &std::fs::read_to_string(repo_path("tests/compat/known_failures.json")).unwrap(),
-    )
-    .expect("tests/compat/known_failures.json");
+    let known: KnownFailures =
+        serde_json::from_str(&std::fs::read_to_string(repo_path(known_failures)).unwrap())
+            .expect(known_failures);
 
     // The largest modules first, so the two workers finish together.
     let mut programs: Vec<(Arc<Source>, usize)> = sources
@@ -364,7 +428,7 @@ async fn every_example_behaves_as_in_cpython() {
     let mut runs = tokio::task::JoinSet::new();
     for (source, index) in programs {
         runs.spawn(async move {
-            let ran = run_program(&source.files, &source.programs[index]).await;
+            let ran = run_program(guest, &source.files, &source.programs[index]).await;
             (source, index, ran)
         });
     }
@@ -382,7 +446,8 @@ async fn every_example_behaves_as_in_cpython() {
     }
 
     show(&format!(
-        "compatibility suite ({:.0} s):",
+        "compatibility suite on {} ({:.0} s):",
+        guest.runtime,
         started.elapsed().as_secs_f64()
     ));
     let (mut all_passed, mut all_failed) = (0, 0);
@@ -418,11 +483,7 @@ async fn every_example_behaves_as_in_cpython() {
         }))).collect::<BTreeMap<_, _>>(),
         "failures": failures,
     });
-    std::fs::write(
-        report_path(),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(report_file, serde_json::to_string_pretty(&report).unwrap()).unwrap();
 
     let unexpected: Vec<String> = failures
         .iter()
@@ -436,10 +497,11 @@ async fn every_example_behaves_as_in_cpython() {
         .collect();
     assert!(
         unexpected.is_empty() && now_passing.is_empty(),
-        "{} examples fail that are not known failures:\n{}\n\n{} known failures no longer \
-         fail: {now_passing:?}\n\nIf this is expected, regenerate the list and \
+        "{} examples fail on {} that are not known failures:\n{}\n\n{} known failures no \
+         longer fail: {now_passing:?}\n\nIf this is expected, regenerate {known_failures} and \
          docs/COMPATIBILITY.md with scripts/compat/update-known-failures.sh.",
         unexpected.len(),
+        guest.runtime,
         unexpected.join("\n"),
         now_passing.len(),
     );

