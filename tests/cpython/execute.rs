@@ -366,3 +366,21 @@ plt.imshow(np.random.rand(400, 400))";
     assert_eq!(error.kind, ErrorKind::OutputLimit, "{error:?}");
     assert!(outcome.images.is_empty());
 }
+
+#[tokio::test]
+async fn code_that_breaks_the_driver_gets_its_own_error_not_internal() {
+    for code in [
+        "import sys\nsys.stdout = None\nresult = 1",
+        "import _pyexec\n_pyexec._JsonWriter = None\nresult = 1",
+        "import json\njson.dumps = None\n1/0",
+    ] {
+        let Some(outcome) = cpython(code, None).await else {
+            return;
+        };
+        let kind = outcome.result.as_ref().map_err(|error| error.kind);
+        assert!(
+            matches!(kind, Ok(_) | Err(ErrorKind::PythonException)),
+            "{code}: {outcome:?}"
+        );
+    }
+}

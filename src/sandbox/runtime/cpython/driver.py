@@ -43,12 +43,23 @@ _id = id
 _len = len
 
 
-def run():
+# The reply when the code broke the driver itself (replaced a module or a function it uses)
+# after it ran: the code's own doing, reported as its exception, never as the sandbox's.
+_BROKEN = (b'{"ok":false,"error":{"kind":"python_exception","type":"RuntimeError",'
+           b'"message":"the code changed a module pyexec\'s driver uses (sys.stdout, json, '
+           b'_pyexec, ...), so its result could not be reported","line":null,"traceback":null}}')
+
+
+def run(_send=_send, _broken=_BROKEN, _error=BaseException):
     """Runs the request on stdin and replies; the host stops the instance at the reply."""
-    request = json.loads(sys.stdin.buffer.read())
-    _reseed()
-    # A message with a lone surrogate is the only text that does not encode: it gets a "?".
-    _send(_execute(request).encode("utf-8", "replace"))
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+        _reseed()
+        # A message with a lone surrogate is the only text that does not encode: a "?".
+        reply = _execute(request).encode("utf-8", "replace")
+    except _error:
+        reply = _broken
+    _send(reply)
 
 
 def _reseed():
@@ -84,8 +95,7 @@ def _execute(request):
     except BaseException as exc:
         return _failed(_exception("python_exception", exc))
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush()
     limit = request.get("output_limit", 1 << 20)
     try:
         writer = _JsonWriter(limit)
@@ -120,6 +130,15 @@ def _images(budget):
     finally:
         pyplot.close("all")
     return images
+
+
+def _flush():
+    # The code may have replaced the streams with anything, or nothing.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
 
 
 def _failed(error):
