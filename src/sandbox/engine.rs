@@ -1,6 +1,7 @@
 //! The wasmtime engine and compiled guest modules, with the on-disk cache that makes a warm
 //! start take milliseconds instead of the ~11 s Cranelift needs for the 40 MB guest.
 
+use std::borrow::Cow;
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -80,24 +81,25 @@ pub fn build(
     Ok((engine, hasher.finish()))
 }
 
-/// Compiles the guest module `wasm`, or loads it from `cache_dir` when an earlier run compiled
-/// it with a compatible engine; `sha256` (hex, of `wasm`) names it in the cache. A cache file
+/// Compiles the guest module that `wasm` gives, or loads it from `cache_dir` when an earlier
+/// run compiled it with a compatible engine; `sha256` (hex, of the module) names it in the
+/// cache, so `wasm` (which may read a 150 MB file) is called only to compile. A cache file
 /// that fails to load is replaced.
-pub fn load_guest(
+pub fn load_guest<'a>(
     engine: &Engine,
     engine_key: u64,
-    wasm: &[u8],
+    wasm: impl FnOnce() -> anyhow::Result<Cow<'a, [u8]>>,
     sha256: &str,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Module> {
     let Some(cache_dir) = cache_dir else {
-        return compile(engine, wasm);
+        return compile(engine, &wasm()?);
     };
     let path = cache_path(cache_dir, engine_key, sha256);
     if let Some(module) = load_cached(engine, &path) {
         return Ok(module);
     }
-    let module = compile(engine, wasm)?;
+    let module = compile(engine, &wasm()?)?;
     if let Err(err) = store(&module, cache_dir, &path) {
         tracing::warn!(path = %path.display(), "could not cache the compiled module: {err:#}");
         return Ok(module);

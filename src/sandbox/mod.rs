@@ -171,7 +171,8 @@ impl Drop for Inner {
 }
 
 impl Sandbox {
-    /// Loads (or compiles and caches) the embedded guest and starts the workers.
+    /// Loads (or compiles and caches) the embedded guest and any installed runtime (see
+    /// [`SandboxConfig::runtimes_dir`]) and starts the workers.
     pub fn new(config: SandboxConfig) -> anyhow::Result<Self> {
         Self::start(config, GUEST_WASM, GUEST_SHA256)
     }
@@ -226,7 +227,7 @@ impl Sandbox {
         let module = engine::load_guest(
             &engine,
             engine_key,
-            wasm,
+            || Ok(wasm.into()),
             sha256,
             config.cache_dir.as_deref(),
         )?;

@@ -214,27 +214,20 @@ pub fn install(
         snapshot_bytes: snapshot.len() as u64,
         stdlib_bytes: fs::metadata(&stdlib_path)?.len(),
     };
-    drop(snapshot);
-    let staged = Installed {
-        dir: staging.dir.clone(),
-        manifest,
-    };
 
     progress(3);
     // For the allocator `serve` uses by default (SandboxConfig::default().pooling).
     let pooling = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
-    super::compile_into_cache(&staged, cache_dir, pooling)?;
+    super::compile_into_cache(&snapshot, &manifest.snapshot_sha256, cache_dir, pooling)?;
+    drop(snapshot);
 
     progress(4);
     write_new(
         &staging.dir.join(MANIFEST_FILE),
-        &serde_json::to_vec_pretty(&staged.manifest)?,
+        &serde_json::to_vec_pretty(&manifest)?,
     )?;
     let dir = staging.commit(&runtimes_dir.join(DIR_NAME))?;
-    Ok(Installed {
-        dir,
-        manifest: staged.manifest,
-    })
+    Ok(Installed { dir, manifest })
 }
 
 /// A directory beside the installation that becomes it, or is removed.

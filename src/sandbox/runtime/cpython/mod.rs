@@ -84,15 +84,13 @@ impl CPython {
         pooling: bool,
     ) -> anyhow::Result<Self> {
         let (engine, engine_key) = engine(pooling)?;
-        let snapshot = std::fs::read(installed.snapshot_path())?;
         let module = engine::load_guest(
             &engine,
             engine_key,
-            &snapshot,
+            || Ok(std::fs::read(installed.snapshot_path())?.into()),
             &installed.manifest.snapshot_sha256,
             cache_dir,
         )?;
-        drop(snapshot);
         let pre = linker(&engine)?.instantiate_pre(&module)?;
         let export = |name: &str| {
             module
@@ -219,21 +217,15 @@ fn add_host_door(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Compiles the snapshot `installed` holds into `cache_dir` for the pooling allocator or not,
-/// where [`CPython::load`] looks for it, unless it is there already; returns the cached file.
+/// Compiles `snapshot` (whose SHA-256 is `sha256`) into `cache_dir` for the pooling allocator
+/// or not, where [`CPython::load`] looks for it, unless it is there already.
 pub fn compile_into_cache(
-    installed: &Installed,
+    snapshot: &[u8],
+    sha256: &str,
     cache_dir: &Path,
     pooling: bool,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<()> {
     let (engine, engine_key) = engine(pooling)?;
-    let snapshot = std::fs::read(installed.snapshot_path())?;
-    let (path, _) = engine::fill_cache(
-        &engine,
-        engine_key,
-        &snapshot,
-        &installed.manifest.snapshot_sha256,
-        cache_dir,
-    )?;
-    Ok(path)
+    engine::fill_cache(&engine, engine_key, snapshot, sha256, cache_dir)?;
+    Ok(())
 }
