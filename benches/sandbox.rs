@@ -23,12 +23,20 @@
 //! - `cpython`: the CPython runtime (with the default allocator), when `PYEXEC_TEST_CPYTHON_DIR` names
 //!   an installation (`pyexec --data-dir DIR runtime install cpython --from WHEEL`); it also
 //!   runs the numpy and pandas cases.
+//!
+//! Each guest also runs the quick cases as turns of one open session (`<guest>_session`: no
+//! instance is created); `sessions/idle_rss` opens sessions and reports the resident memory
+//! each holds once idle; and the throughput of `pooling` is measured again with
+//! [`IDLE_SESSIONS`] sessions open (`pooling_with_idle_sessions`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use pyexec::sandbox::{Execution, Outcome, Sandbox, SandboxConfig};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, criterion_group, criterion_main};
+use pyexec::sandbox::{
+    Execution, OpenSession, Outcome, Sandbox, SandboxConfig, SessionConfig, TurnMode,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::runtime::Runtime;
@@ -135,6 +143,9 @@ const CPYTHON: &str = "cpython";
 /// Executions the throughput benchmark keeps in flight, as the HTTP benchmark's connections.
 const IN_FLIGHT: usize = 16;
 
+/// Sessions held open while throughput is measured again.
+const IDLE_SESSIONS: usize = 200;
+
 /// The unsnapshotted guest, where `guest/build.sh` leaves it.
 fn unsnapshotted_wasm() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/guest/python-unsnapshotted.wasm")
@@ -149,6 +160,11 @@ fn config(pooling: bool, cache_dir: &Path) -> SandboxConfig {
     SandboxConfig {
         cache_dir: Some(cache_dir.to_owned()),
         pooling,
+        sessions: SessionConfig {
+            max_open: IDLE_SESSIONS + 1,
+            per_tenant: IDLE_SESSIONS + 1,
+            ..SessionConfig::default()
+        },
         ..SandboxConfig::default()
     }
 }
@@ -210,6 +226,17 @@ struct Report {
     sandbox_new_empty_cache_ms: Option<f64>,
     /// `Sandbox::new` with a warm module cache, in milliseconds.
     sandbox_new_warm_cache_ms: Option<Percentiles>,
+    /// Resident memory an idle session holds, per guest.
+    idle_session_rss: Vec<IdleSessions>,
+}
+
+/// What `sessions/idle_rss` measured for one guest.
+#[derive(Serialize)]
+struct IdleSessions {
+    guest: &'static str,
+    sessions: usize,
+    /// Growth of the process's resident memory per session opened (and run once), in KiB.
+    rss_kib_per_session: f64,
 }
 
 /// Field `n` (numbered as in proc(5)) of this process's `/proc/self/stat`.
@@ -296,55 +323,89 @@ fn execute(
                     .sample_size(100)
                     .measurement_time(Duration::from_secs(5));
             }
-            let (mut latency, mut instance, mut fuel, mut faults) = (vec![], vec![], 0, 0);
-            group.bench_function(*name, |b| {
-                b.iter_custom(|iters| {
-                    let faults_before = minor_faults();
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let execution = case.execution(name);
-                        let started = Instant::now();
-                        let outcome = runtime
-                            .block_on(sandbox.execute(execution))
-                            .expect("the execution is admitted");
-                        let elapsed = started.elapsed();
-                        case.check(name, &outcome);
-                        total += elapsed;
-                        latency.push(elapsed.as_secs_f64() * 1e6);
-                        instance.push(outcome.duration.as_secs_f64() * 1e6);
-                        fuel = outcome.fuel_used;
-                    }
-                    faults += minor_faults() - faults_before;
-                    total
-                });
-            });
-            if latency.is_empty() {
-                continue; // filtered out
-            }
-            let summary = Summary {
-                id: format!("execute/{}/{name}", case.name),
-                executions: latency.len(),
-                page_faults: faults as f64 / latency.len() as f64,
-                latency_us: Percentiles::of(latency),
-                instance_us: Percentiles::of(instance),
-                fuel,
+            let fresh = |execution| {
+                runtime
+                    .block_on(sandbox.execute(execution))
+                    .expect("the execution is admitted")
             };
-            println!(
-                "{}: {} executions; latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; \
-                 in the instance p50 {:.0} µs; fuel {}; {:.0} page faults per execution",
-                summary.id,
-                summary.executions,
-                summary.latency_us.p50,
-                summary.latency_us.p99,
-                summary.latency_us.max,
-                summary.instance_us.p50,
-                summary.fuel,
-                summary.page_faults,
-            );
-            report.executions.push(summary);
+            measure(&mut group, report, name, case, &fresh);
+            // Turns of one session, for the cases a session is for: no instance is created.
+            if slow {
+                continue;
+            }
+            let session = runtime
+                .block_on(sandbox.open_session(OpenSession {
+                    runtime: case.execution(name).runtime,
+                    ..OpenSession::default()
+                }))
+                .expect("a session opens");
+            let turn = |execution| {
+                let turn = sandbox.prepare_turn(&session.id, execution, TurnMode::Module);
+                runtime.block_on(turn.expect("the turn is admitted").run())
+            };
+            measure(&mut group, report, &format!("{name}_session"), case, &turn);
+            sandbox
+                .close_session("", &session.id)
+                .expect("the session is open");
         }
         group.finish();
     }
+}
+
+/// Benchmarks `run` on `case` as `group`'s `name`, printing and reporting the latency of every
+/// execution.
+fn measure(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    report: &mut Report,
+    name: &str,
+    case: &Case,
+    run: &dyn Fn(Execution) -> Outcome,
+) {
+    let guest = name.trim_end_matches("_session");
+    let (mut latency, mut instance, mut fuel, mut faults) = (vec![], vec![], 0, 0);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let faults_before = minor_faults();
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let execution = case.execution(guest);
+                let started = Instant::now();
+                let outcome = run(execution);
+                let elapsed = started.elapsed();
+                case.check(guest, &outcome);
+                total += elapsed;
+                latency.push(elapsed.as_secs_f64() * 1e6);
+                instance.push(outcome.duration.as_secs_f64() * 1e6);
+                fuel = outcome.fuel_used;
+            }
+            faults += minor_faults() - faults_before;
+            total
+        });
+    });
+    if latency.is_empty() {
+        return; // filtered out
+    }
+    let summary = Summary {
+        id: format!("execute/{}/{name}", case.name),
+        executions: latency.len(),
+        page_faults: faults as f64 / latency.len() as f64,
+        latency_us: Percentiles::of(latency),
+        instance_us: Percentiles::of(instance),
+        fuel,
+    };
+    println!(
+        "{}: {} executions; latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; \
+         in the instance p50 {:.0} µs; fuel {}; {:.0} page faults per execution",
+        summary.id,
+        summary.executions,
+        summary.latency_us.p50,
+        summary.latency_us.p99,
+        summary.latency_us.max,
+        summary.instance_us.p50,
+        summary.fuel,
+        summary.page_faults,
+    );
+    report.executions.push(summary);
 }
 
 fn throughput(
@@ -356,9 +417,19 @@ fn throughput(
     let case = std::sync::Arc::new(cases().swap_remove(0));
     let mut group = c.benchmark_group(format!("throughput/{}", case.name));
     group.throughput(criterion::Throughput::Elements(1));
-    for &(name, ref sandbox) in guests.iter().filter(|(name, _)| *name != "unsnapshotted") {
+    let mut runs: Vec<_> = guests
+        .iter()
+        .filter(|(name, _)| *name != "unsnapshotted")
+        .map(|(name, sandbox)| (name.to_string(), *name, sandbox, 0))
+        .collect();
+    if let Some((_, sandbox)) = guests.iter().find(|(name, _)| *name == "pooling") {
+        let with_sessions = "pooling_with_idle_sessions".to_string();
+        runs.push((with_sessions, "pooling", sandbox, IDLE_SESSIONS));
+    }
+    for (id, name, sandbox, idle_sessions) in runs {
+        let held = open_sessions(runtime, sandbox, name, idle_sessions);
         let (mut executions, mut elapsed, mut cpu) = (0, Duration::ZERO, Duration::ZERO);
-        group.bench_function(name, |b| {
+        group.bench_function(&id, |b| {
             b.iter_custom(|iters| {
                 let (cpu_before, started) = (cpu_time(), Instant::now());
                 runtime.block_on(async {
@@ -382,11 +453,16 @@ fn throughput(
                 took
             });
         });
+        for session in held {
+            sandbox
+                .close_session("", &session)
+                .expect("the session is open");
+        }
         if executions == 0 {
             continue; // filtered out
         }
         let summary = Throughput {
-            id: format!("throughput/{}/{name}", case.name),
+            id: format!("throughput/{}/{id}", case.name),
             executions,
             per_second: executions as f64 / elapsed.as_secs_f64(),
             cpu_us: cpu.as_secs_f64() * 1e6 / executions as f64,
@@ -398,6 +474,70 @@ fn throughput(
         report.throughput.push(summary);
     }
     group.finish();
+}
+
+/// Opens `count` sessions of `guest` on `sandbox`, each after one turn of the example; their
+/// ids.
+fn open_sessions(runtime: &Runtime, sandbox: &Sandbox, guest: &str, count: usize) -> Vec<String> {
+    let case = cases().swap_remove(0);
+    (0..count)
+        .map(|_| {
+            let session = runtime
+                .block_on(sandbox.open_session(OpenSession {
+                    runtime: case.execution(guest).runtime,
+                    ..OpenSession::default()
+                }))
+                .expect("a session opens");
+            let turn = sandbox.prepare_turn(&session.id, case.execution(guest), TurnMode::Module);
+            case.check(
+                guest,
+                &runtime.block_on(turn.expect("the turn is admitted").run()),
+            );
+            session.id
+        })
+        .collect()
+}
+
+/// VmRSS of this process, in KiB.
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The resident memory an idle session holds: sessions opened and run once, then left idle.
+fn idle_sessions(report: &mut Report, runtime: &Runtime, guests: &[(&'static str, Sandbox)]) {
+    const SESSIONS: usize = 50;
+    if !criterion_filter_matches("sessions/idle_rss") {
+        return;
+    }
+    for (guest, sandbox) in guests
+        .iter()
+        .filter(|(name, _)| matches!(*name, "pooling" | "on_demand" | CPYTHON))
+    {
+        // One first, so the image and the code it touches are resident already.
+        let warm = open_sessions(runtime, sandbox, guest, 1);
+        let before = resident_kib();
+        let held = open_sessions(runtime, sandbox, guest, SESSIONS);
+        let per_session = (resident_kib().saturating_sub(before)) as f64 / SESSIONS as f64;
+        println!(
+            "sessions/idle_rss/{guest}: {per_session:.0} KiB resident per idle session ({SESSIONS} sessions)"
+        );
+        report.idle_session_rss.push(IdleSessions {
+            guest,
+            sessions: SESSIONS,
+            rss_kib_per_session: per_session,
+        });
+        for session in warm.into_iter().chain(held) {
+            sandbox
+                .close_session("", &session)
+                .expect("the session is open");
+        }
+    }
 }
 
 fn startup(c: &mut Criterion, report: &mut Report) {
@@ -458,6 +598,7 @@ fn benches(c: &mut Criterion) {
     let guests = guests(&mut report);
     execute(c, &mut report, &runtime, &guests);
     throughput(c, &mut report, &runtime, &guests);
+    idle_sessions(&mut report, &runtime, &guests);
     drop(guests);
     startup(c, &mut report);
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-inprocess.json");

@@ -4,16 +4,19 @@
 //! # Layout
 //! - [`sandbox`] owns wasmtime: the runtimes (the embedded RustPython guest, and CPython once
 //!   `pyexec runtime install` has installed and pre-initialised it), the compiled-module cache,
-//!   and one bounded execution per fresh instance. Nothing else touches wasmtime.
+//!   one bounded execution per fresh instance, and sessions (an instance kept for one
+//!   tenant's turns). Nothing else touches wasmtime.
 //! - [`keys`] owns the key store: API keys (hashed), quotas, usage accounting and rate limits,
 //!   behind one [`keys::KeyStore`] with two backends — sled in the data directory (and the
 //!   control socket through which `pyexec keys` reaches a running server), or PostgreSQL
 //!   shared by many nodes.
 //! - [`api`] owns HTTP: routing, authentication, the error model and the JSON shapes.
 //! - [`cli`] owns the command line: one module per subcommand.
+//! - [`clock`]: monotonic time that tests move by hand (rate limits, session deadlines).
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod keys;
 pub mod sandbox;
 

@@ -9,8 +9,9 @@ use std::io::Read;
 
 #[link(wasm_import_module = "pyexec")]
 unsafe extern "C" {
-    /// Hands the reply document to the host. The host stops the instance here: nothing runs
-    /// after it, so nothing can follow the reply.
+    /// Hands the reply document to the host. The host stops a one-request instance here
+    /// (nothing runs after it, so nothing can follow the reply); in a session it returns and
+    /// `run` returns to the host.
     fn reply(buf: *const u8, len: u32);
 }
 

@@ -1,5 +1,5 @@
-//! The pyexec guest: a RustPython interpreter for wasm32-wasip1 that runs one request and
-//! replies once.
+//! The pyexec guest: a RustPython interpreter for wasm32-wasip1 that runs a request and
+//! replies; once per instance, or once per turn of a session.
 //!
 //! # Protocol
 //! The host writes the request (`{"code": str, "data": any, "output_limit": int}`) to the
@@ -10,9 +10,16 @@
 //! can pass for the reply. A panic replies too ([`host::reply_on_panic`]): its text goes to the
 //! host's log, never to stderr.
 //!
+//! # Sessions
+//! A request with `"session": true` runs in the globals the instance's earlier session requests
+//! left (its own `__main__`, created by the first), with `data` rebound and `result` removed
+//! first; a request without it runs in a fresh `__main__`. `"interactive": true` compiles the
+//! code as Python's prompt does, printing an expression's value. The host keeps a session's instance
+//! alive and calls `run` once per turn: [`host::send_reply`] returns there, and so does `run`.
+
 //! # Pre-initialisation
 //! The guest is a library module (a WASI "reactor" without `_initialize`): the host calls `run`
-//! once per instance. `wizer-initialize` runs the module's constructors, builds the interpreter,
+//! once per instance (or per session turn). `wizer-initialize` runs the module's constructors, builds the interpreter,
 //! imports the modules users reach for and runs a few warm-up requests through the real code
 //! path, so every instance of the snapshot starts with all of that done. Without a snapshot,
 //! `run` does the initialisation itself (the cold path the benchmarks compare against).
@@ -24,13 +31,14 @@ mod convert;
 mod host;
 mod report;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustpython::InterpreterBuilderExt;
 use rustpython_vm::{
     builtins::{PyBaseExceptionRef, PyCode},
     compiler::Mode,
+    scope::Scope,
     vm::VmCompileError,
     AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
 };
@@ -191,6 +199,9 @@ thread_local! {
     /// The one interpreter of this instance. Built by `wizer-initialize` before the snapshot,
     /// so every instance of the snapshot starts with it ready.
     static INTERPRETER: OnceCell<Interpreter> = const { OnceCell::new() };
+
+    /// The globals of a session's turns, from its first turn on (never in the snapshot).
+    static SESSION_SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
 }
 
 /// The request the host sends. Unknown fields are ignored so the host can add some.
@@ -202,6 +213,13 @@ struct Request {
     /// Bytes the serialised `result` may take; past it the run fails with `output_limit`.
     #[serde(default = "default_output_limit")]
     output_limit: usize,
+    /// Run in the globals of this instance's earlier session turns (see the crate's docs).
+    #[serde(default)]
+    session: bool,
+    /// Compile as Python's interactive prompt does (one statement; an expression's value is
+    /// printed by `sys.displayhook`): `pyexec repl`.
+    #[serde(default)]
+    interactive: bool,
 }
 
 fn default_output_limit() -> usize {
@@ -267,7 +285,7 @@ pub extern "C" fn wizer_initialize() {
 }
 
 /// Runs the request the host holds and hands it the reply. The host calls this once per
-/// instance.
+/// instance, or once per turn of a session.
 #[unsafe(export_name = "run")]
 pub extern "C" fn run_request() {
     construct();
@@ -295,7 +313,11 @@ fn execute(vm: &VirtualMachine, request: &[u8]) -> String {
 fn run(vm: &VirtualMachine, request: &Request) -> Result<String, ErrorReport> {
     let internal = |exc: PyBaseExceptionRef| ErrorReport::internal(vm, &exc);
     reseed_random(vm).map_err(internal)?;
-    let scope = vm.new_scope_with_main().map_err(internal)?;
+    let scope = if request.session {
+        session_scope(vm).map_err(internal)?
+    } else {
+        vm.new_scope_with_main().map_err(internal)?
+    };
     let data = convert::json_to_python(vm, &request.data);
     scope.globals.set_item("data", data, vm).map_err(internal)?;
 
@@ -305,17 +327,18 @@ fn run(vm: &VirtualMachine, request: &Request) -> Result<String, ErrorReport> {
     // Not `vm.ctx.new_code` either: its constant bag has no VM and panics on the frozenset
     // constants the compiler makes of `x in {1, 2}` and `for x in {1, 2}`; `PyCode`'s own, as
     // `vm.compile` uses, builds them.
-    let code = rustpython_vm::compiler::compile(
-        &request.code,
-        Mode::Exec,
-        USER_FILENAME,
-        vm.compile_opts(),
-    )
-    .map(|code| PyCode::new_ref_from_bytecode(vm, code))
-    .map_err(|err| {
-        let exc = VmCompileError::from(err).into_pyexception(vm, Some(&request.code));
-        ErrorReport::from_exception(vm, &exc, &request.code)
-    })?;
+    let mode = if request.interactive {
+        Mode::Single
+    } else {
+        Mode::Exec
+    };
+    let code =
+        rustpython_vm::compiler::compile(&request.code, mode, USER_FILENAME, vm.compile_opts())
+            .map(|code| PyCode::new_ref_from_bytecode(vm, code))
+            .map_err(|err| {
+                let exc = VmCompileError::from(err).into_pyexception(vm, Some(&request.code));
+                ErrorReport::from_exception(vm, &exc, &request.code)
+            })?;
     if let Err(exc) = vm.run_code_obj(code, scope.clone()) {
         if !is_clean_exit(vm, &exc) {
             return Err(ErrorReport::from_exception(vm, &exc, &request.code));
@@ -328,6 +351,23 @@ fn run(vm: &VirtualMachine, request: &Request) -> Result<String, ErrorReport> {
         .map_err(internal)?
         .unwrap_or_else(|| vm.ctx.none());
     convert::python_to_json(vm, &result, request.output_limit)
+}
+
+/// The session's globals, created by its first turn, without the `result` an earlier turn left.
+fn session_scope(vm: &VirtualMachine) -> PyResult<Scope> {
+    let existing = SESSION_SCOPE.with_borrow(Clone::clone);
+    let scope = match existing {
+        Some(scope) => scope,
+        None => {
+            let scope = vm.new_scope_with_main()?;
+            SESSION_SCOPE.set(Some(scope.clone()));
+            scope
+        }
+    };
+    if scope.globals.get_item_opt("result", vm)?.is_some() {
+        scope.globals.del_item("result", vm)?;
+    }
+    Ok(scope)
 }
 
 /// `sys.exit()` and `sys.exit(0)` end a script successfully, as in CPython.

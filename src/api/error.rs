@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::sandbox::Rejected;
+
 /// Errors the API answers with instead of running code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -71,9 +73,20 @@ pub enum ApiError {
     /// 405: the route exists, the method does not.
     #[error("Method not allowed")]
     MethodNotAllowed,
-    /// 503 + `Retry-After`: every worker is busy and the queue is full.
+    /// 503 + `Retry-After`: every worker is busy and the queue is full, or this node has as
+    /// many sessions open as it can hold.
     #[error("The service is at capacity; retry shortly")]
     Overloaded,
+    /// 404: no open session of the calling key has this id (never existed, expired, deleted,
+    /// another key's, or opened on another node, which the detail names).
+    #[error("{0}")]
+    SessionNotFound(String),
+    /// 409: the session is running another turn.
+    #[error("{0}")]
+    SessionBusy(String),
+    /// 429: the key has as many sessions open as it may.
+    #[error("{0}")]
+    SessionLimit(String),
     /// 503 + `Retry-After`: the key store failed or is unreachable; the cause is logged.
     /// Nothing was charged and nothing ran.
     #[error("The key database is unavailable; retry shortly")]
@@ -111,7 +124,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::SessionNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::SessionBusy(_) => StatusCode::CONFLICT,
+            ApiError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded | ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -133,6 +148,9 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Overloaded => "overloaded",
+            ApiError::SessionNotFound(_) => "session_not_found",
+            ApiError::SessionBusy(_) => "session_busy",
+            ApiError::SessionLimit(_) => "session_limit_exceeded",
             ApiError::Storage(_) => "storage_unavailable",
         }
     }
@@ -152,6 +170,26 @@ impl ApiError {
         ApiError::Invalid {
             field: Some(field),
             message: message.into(),
+        }
+    }
+}
+
+impl From<Rejected> for ApiError {
+    fn from(rejected: Rejected) -> Self {
+        match rejected {
+            Rejected::Overloaded { .. } => ApiError::Overloaded,
+            Rejected::InputTooLarge { limit, .. } => ApiError::TooLarge { limit },
+            Rejected::DataTooDeep { .. } => ApiError::invalid("data", rejected.to_string()),
+            Rejected::UnknownRuntime {
+                requested,
+                available,
+            } => ApiError::UnknownRuntime {
+                requested,
+                available,
+            },
+            Rejected::SessionNotFound { .. } => ApiError::SessionNotFound(rejected.to_string()),
+            Rejected::SessionBusy { .. } => ApiError::SessionBusy(rejected.to_string()),
+            Rejected::SessionLimit { .. } => ApiError::SessionLimit(rejected.to_string()),
         }
     }
 }

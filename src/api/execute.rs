@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Authenticated, ObjectBody};
 use super::quota::QuotaHeaders;
 use crate::keys::{AdmitError, Caller};
-use crate::sandbox::{Execution, ExecutionError, Image, Outcome, Rejected};
+use crate::sandbox::{Execution, ExecutionError, Image, Outcome, Prepared};
 
 /// The request body (documentation only: the handler reads fields one by one so that a 422
 /// names the field at fault).
@@ -119,8 +119,19 @@ pub async fn execute(
     Authenticated(caller): Authenticated,
     body: Result<ObjectBody, ApiError>,
 ) -> Response {
-    let mut quota = QuotaHeaders::peek(&caller);
-    let mut response = match run(&state, &caller, body, &mut quota).await {
+    with_quota_headers(&caller, async |quota| {
+        run(&state, &caller, body, quota).await
+    })
+    .await
+}
+
+/// The reply `run` makes (or its error), with the caller's quota headers as `run` leaves them.
+pub(super) async fn with_quota_headers<T: Serialize>(
+    caller: &Caller,
+    run: impl AsyncFnOnce(&mut QuotaHeaders) -> Result<T, ApiError>,
+) -> Response {
+    let mut quota = QuotaHeaders::peek(caller);
+    let mut response = match run(&mut quota).await {
         Ok(reply) => Json(reply).into_response(),
         Err(err) => err.into_response(),
     };
@@ -139,36 +150,44 @@ async fn run(
 ) -> Result<ExecuteResponse, ApiError> {
     let key = &caller.record;
     let body = body?;
+    let (code, data) = code_and_data(&body)?;
+    let runtime: Option<String> = body.optional("runtime", "a string")?;
+
+    let _slot = state.concurrency.acquire(key.id())?;
+    let prepared = state.sandbox.prepare(Execution {
+        code,
+        data,
+        fuel: key.fuel_limit,
+        tenant: Some(key.id().to_string()),
+        runtime,
+    })?;
+    let (outcome, executions_left) = admit_and_run(state, caller, prepared, quota).await?;
+    Ok(ExecuteResponse::new(outcome, Some(executions_left)))
+}
+
+/// `code` and `data` of an execution's body (a turn's too): `data` must be an object.
+pub(super) fn code_and_data(
+    body: &ObjectBody,
+) -> Result<(String, Option<Box<RawValue>>), ApiError> {
     let code: String = body.required("code", "a string")?;
     let data = match body.raw("data") {
         None => None,
         Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
         Some(_) => return Err(ApiError::invalid("data", "data: must be a JSON object")),
     };
-    let runtime: Option<String> = body.optional("runtime", "a string")?;
+    Ok((code, data))
+}
 
-    let _slot = state.concurrency.acquire(key.id())?;
-    let prepared = state
-        .sandbox
-        .prepare(Execution {
-            code,
-            data,
-            fuel: key.fuel_limit,
-            tenant: Some(key.id().to_string()),
-            runtime,
-        })
-        .map_err(|rejected| match rejected {
-            Rejected::Overloaded { .. } => ApiError::Overloaded,
-            Rejected::InputTooLarge { limit, .. } => ApiError::TooLarge { limit },
-            Rejected::DataTooDeep { .. } => ApiError::invalid("data", rejected.to_string()),
-            Rejected::UnknownRuntime {
-                requested,
-                available,
-            } => ApiError::UnknownRuntime {
-                requested,
-                available,
-            },
-        })?;
+/// Charges `caller` for `prepared` (rate limit and quota together, in one step of the key
+/// store) and runs it; the reply waits for the charge to be durable. Returns the outcome and
+/// the executions the key has left.
+pub(super) async fn admit_and_run(
+    state: &AppState,
+    caller: &Caller,
+    prepared: Prepared,
+    quota: &mut QuotaHeaders,
+) -> Result<(Outcome, u64), ApiError> {
+    let key = &caller.record;
     let admitted = state.keys.admit(caller).await.map_err(|err| match err {
         AdmitError::RateLimited(rate) => {
             quota.rate = rate;
@@ -196,8 +215,5 @@ async fn run(
         duration_us = outcome.duration.as_micros() as u64,
         "execution"
     );
-    Ok(ExecuteResponse::new(
-        outcome,
-        Some(admitted.executions_left),
-    ))
+    Ok((outcome, admitted.executions_left))
 }

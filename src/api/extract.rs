@@ -51,6 +51,30 @@ impl FromRequest<AppState> for ObjectBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        ObjectBody::read(request, state, false).await
+    }
+}
+
+/// An [`ObjectBody`] that may also be absent (an empty body reads as `{}`), for endpoints
+/// whose every field is optional.
+pub struct OptionalObjectBody(pub ObjectBody);
+
+impl FromRequest<AppState> for OptionalObjectBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        ObjectBody::read(request, state, true)
+            .await
+            .map(OptionalObjectBody)
+    }
+}
+
+impl ObjectBody {
+    async fn read(
+        request: Request,
+        state: &AppState,
+        may_be_empty: bool,
+    ) -> Result<Self, ApiError> {
         let declared = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -72,6 +96,9 @@ impl FromRequest<AppState> for ObjectBody {
             }
             _ => ApiError::UnreadableBody,
         })?;
+        if may_be_empty && bytes.is_empty() {
+            return Ok(ObjectBody(BTreeMap::new()));
+        }
         let fields = serde_json::from_slice(&bytes).map_err(|err| ApiError::Invalid {
             field: None,
             message: if err.is_data() {
@@ -82,9 +109,7 @@ impl FromRequest<AppState> for ObjectBody {
         })?;
         Ok(ObjectBody(fields))
     }
-}
 
-impl ObjectBody {
     /// The field `name`, which must be present and of type `T` (`what` names the type).
     pub fn required<T: DeserializeOwned>(
         &self,

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::AppState;
-use crate::sandbox::{Load, Outcome};
+use crate::sandbox::{Load, Outcome, SessionStats};
 
 /// The service's metrics; clones share them.
 #[derive(Clone)]
@@ -32,7 +32,14 @@ struct Inner {
     duration: Family<RuntimeLabels, Histogram, fn() -> Histogram>,
     queued: Gauge,
     running: Gauge,
+    sessions_open: Gauge,
+    sessions_closed: Family<ReasonLabels, Counter>,
     http: Family<HttpLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +102,18 @@ impl Default for Metrics {
             "Executions running now",
             running.clone(),
         );
+        let sessions_open = Gauge::default();
+        registry.register(
+            "sessions_open",
+            "Sessions open now (each holds an interpreter's memory)",
+            sessions_open.clone(),
+        );
+        let sessions_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sessions_closed",
+            "Sessions closed and their memory returned, by reason (idle, lifetime, limit, deleted)",
+            sessions_closed.clone(),
+        );
         let http = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_responses",
@@ -109,6 +128,8 @@ impl Default for Metrics {
                 duration,
                 queued,
                 running,
+                sessions_open,
+                sessions_closed,
                 http,
             }),
         }
@@ -139,9 +160,23 @@ impl Metrics {
     }
 
     /// The text exposition, with the sandbox's current load.
-    pub fn render(&self, load: Load) -> String {
+    pub fn render(&self, load: Load, sessions: SessionStats) -> String {
         self.inner.queued.set(load.queued as i64);
         self.inner.running.set(load.running as i64);
+        self.inner.sessions_open.set(sessions.open as i64);
+        // The sandbox counts; the counters catch up with it.
+        for (reason, closed) in [
+            ("idle", sessions.expired_idle),
+            ("lifetime", sessions.expired_lifetime),
+            ("limit", sessions.closed_by_limit),
+            ("deleted", sessions.deleted),
+        ] {
+            let counter = self
+                .inner
+                .sessions_closed
+                .get_or_create(&ReasonLabels { reason });
+            counter.inc_by(closed.saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
             .expect("writing to a String cannot fail");
@@ -191,6 +226,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(state.sandbox.load()),
+        state
+            .metrics
+            .render(state.sandbox.load(), state.sandbox.session_stats()),
     )
 }

@@ -13,6 +13,7 @@ mod openapi;
 mod playground;
 mod quota;
 mod runtimes;
+mod sessions;
 mod usage;
 
 use std::future::Future;
@@ -88,6 +89,9 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(playground::playground))
         .route("/execute", post(execute::execute))
         .route("/runtimes", get(runtimes::runtimes))
+        .route("/sessions", post(sessions::open).get(sessions::list))
+        .route("/sessions/{id}", get(sessions::show).delete(sessions::delete))
+        .route("/sessions/{id}/execute", post(sessions::execute))
         .route("/usage", get(usage::usage))
         .route("/health", get(usage::health))
         .route("/metrics", get(metrics::metrics))

@@ -10,7 +10,10 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorBody;
 use super::execute::{ExecuteRequest, ExecuteResponse};
 use super::runtimes::RuntimesResponse;
-use super::usage::{HealthResponse, History, HistoryBucket, RateLimitUsage, UsageResponse};
+use super::sessions::{OpenSessionRequest, SessionResponse, SessionsResponse, TurnResponse};
+use super::usage::{
+    HealthResponse, History, HistoryBucket, RateLimitUsage, SessionsUsage, UsageResponse,
+};
 use crate::sandbox::Limits;
 use crate::sandbox::runtime::Package;
 use crate::sandbox::{ErrorKind, ExecutionError, Image, RuntimeInfo};
@@ -25,6 +28,11 @@ use crate::sandbox::{ErrorKind, ExecutionError, Image, RuntimeInfo};
     paths(
         super::execute::execute,
         super::runtimes::runtimes,
+        super::sessions::open,
+        super::sessions::list,
+        super::sessions::show,
+        super::sessions::delete,
+        super::sessions::execute,
         super::usage::usage,
         super::usage::health,
         super::metrics::metrics,
@@ -38,6 +46,10 @@ use crate::sandbox::{ErrorKind, ExecutionError, Image, RuntimeInfo};
         ErrorKind,
         ErrorBody,
         RuntimesResponse,
+        OpenSessionRequest,
+        SessionResponse,
+        SessionsResponse,
+        TurnResponse,
         RuntimeInfo,
         Package,
         Limits,
@@ -45,11 +57,13 @@ use crate::sandbox::{ErrorKind, ExecutionError, Image, RuntimeInfo};
         RateLimitUsage,
         History,
         HistoryBucket,
+        SessionsUsage,
         HealthResponse,
     )),
     modifiers(&ApiKeyAuth),
     tags(
         (name = "execution", description = "Running code"),
+        (name = "sessions", description = "Interpreter state kept across executions"),
         (name = "account", description = "The calling key"),
         (name = "operations", description = "Health, metrics and this document"),
     )

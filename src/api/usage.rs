@@ -33,6 +33,17 @@ pub struct UsageResponse {
     pub limits: Limits,
     /// Executions per UTC hour and per UTC day, recently.
     pub history: History,
+    /// The key's sessions on this server.
+    pub sessions: SessionsUsage,
+}
+
+/// The key's open sessions (`/sessions`) on the server that answers.
+#[derive(Serialize, ToSchema)]
+pub struct SessionsUsage {
+    /// Open now.
+    pub open: usize,
+    /// How many may be open at once.
+    pub limit: usize,
 }
 
 /// The key's recent executions (charged executions: those that ran, whatever their outcome),
@@ -132,6 +143,10 @@ pub async fn usage(
             ..limits
         },
         history: history.into(),
+        sessions: SessionsUsage {
+            open: state.sandbox.sessions(&key.id().to_string()).len(),
+            limit: state.sandbox.session_config().per_tenant,
+        },
     };
     let mut response = Json(body).into_response();
     quota.apply(response.headers_mut());

@@ -1,5 +1,5 @@
 //! The command line: `pyexec serve`, `pyexec run`, `pyexec keys …`, `pyexec store …`,
-//! `pyexec runtime …`, `pyexec compile`, `pyexec completions`.
+//! `pyexec repl`, `pyexec runtime …`, `pyexec compile`, `pyexec completions`.
 //! Each subcommand lives in its own module with its `Args` and `run()`.
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod compile;
 mod completions;
 pub mod keys;
+mod repl;
 mod run;
 mod runtime;
 mod sandbox_args;
@@ -42,6 +43,7 @@ pub struct Cli {
 pub enum Command {
     Serve(serve::ServeArgs),
     Run(run::RunArgs),
+    Repl(repl::ReplArgs),
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     #[command(subcommand)]
@@ -69,6 +71,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Run(args) => {
+            init_tracing("warn");
+            args.run(&cli.data_dir)
+        }
+        Command::Repl(args) => {
             init_tracing("warn");
             args.run(&cli.data_dir)
         }

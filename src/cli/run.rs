@@ -77,7 +77,7 @@ impl RunArgs {
                 Rejected::InputTooLarge { .. }
                 | Rejected::DataTooDeep { .. }
                 | Rejected::UnknownRuntime { .. } => UsageError(rejected.into()).into(),
-                Rejected::Overloaded { .. } => anyhow::Error::from(rejected),
+                _ => anyhow::Error::from(rejected),
             })?;
         let outcome = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -168,7 +168,7 @@ fn write_images(dir: &Path, images: &[Image]) -> anyhow::Result<()> {
 }
 
 /// The code's stdout, then its result; its stderr, then the error, on stderr.
-fn print_human(response: &ExecuteResponse) -> io::Result<()> {
+pub(super) fn print_human(response: &ExecuteResponse) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(response.stdout.as_bytes())?;
     let mut stderr = io::stderr().lock();

@@ -6,7 +6,10 @@ use std::time::Duration;
 use clap::Args;
 use clap::builder::TypedValueParser;
 
-use crate::sandbox::{CPYTHON_MEMORY_BYTES, Limits, SandboxConfig};
+use crate::sandbox::{
+    CPYTHON_MEMORY_BYTES, DEFAULT_MAX_OPEN, Limits, SandboxConfig, SessionConfig,
+    is_valid_node_name,
+};
 
 /// Limits and sizing of the sandbox.
 #[derive(Debug, Clone, Args)]
@@ -72,7 +75,65 @@ impl SandboxArgs {
                     .unwrap_or_else(|| data_dir.join("cache")),
             ),
             pooling: defaults.pooling,
+            sessions: defaults.sessions,
         }
+    }
+}
+
+/// How sessions (`/sessions`) are bounded: `serve` takes these.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Seconds without a turn after which a session is closed, unless it asks for another
+    /// idle timeout (up to --session-lifetime)
+    #[arg(long, env = "PYEXEC_SESSION_IDLE_TIMEOUT", default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..).map(u64::from))]
+    pub session_idle_timeout: u64,
+
+    /// Seconds after which a session is closed, however busy
+    #[arg(long, env = "PYEXEC_SESSION_LIFETIME", default_value_t = 3600, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..).map(u64::from))]
+    pub session_lifetime: u64,
+
+    /// Sessions one API key may have open at once
+    #[arg(
+        long,
+        env = "PYEXEC_SESSIONS_PER_KEY",
+        default_value_t = 4,
+        value_name = "N"
+    )]
+    pub sessions_per_key: usize,
+
+    /// Sessions open at once on this server, all keys together (each holds an interpreter's
+    /// memory; past this, opening one answers 503)
+    #[arg(long, env = "PYEXEC_MAX_SESSIONS", default_value_t = DEFAULT_MAX_OPEN, value_name = "N", value_parser = clap::value_parser!(u16).map(usize::from))]
+    pub max_sessions: usize,
+
+    /// This server's name in the session ids it hands out (lowercase letters, digits, `-`),
+    /// for a load balancer to route a session's requests to the server that holds it
+    /// [default: random at each start]
+    #[arg(long, env = "PYEXEC_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+}
+
+impl SessionArgs {
+    pub fn config(&self) -> SessionConfig {
+        let lifetime = Duration::from_secs(self.session_lifetime);
+        let defaults = SessionConfig::default();
+        SessionConfig {
+            idle_timeout: Duration::from_secs(self.session_idle_timeout).min(lifetime),
+            max_idle_timeout: lifetime,
+            lifetime,
+            per_tenant: self.sessions_per_key,
+            max_open: self.max_sessions,
+            node: self.node_name.clone().unwrap_or(defaults.node),
+            clock: defaults.clock,
+        }
+    }
+}
+
+fn parse_node_name(text: &str) -> Result<String, String> {
+    if is_valid_node_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("must be 1 to 32 lowercase letters, digits and dashes".into())
     }
 }
 

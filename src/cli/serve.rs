@@ -11,7 +11,7 @@ use clap::builder::TypedValueParser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::sandbox_args::SandboxArgs;
+use super::sandbox_args::{SandboxArgs, SessionArgs};
 use crate::api::{self, AppState};
 use crate::keys::{self, Env, KeyStore, NewKey, StoreLocation, UsageRetention};
 use crate::sandbox::runtime::cpython::{self, install};
@@ -65,6 +65,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+
+    #[command(flatten)]
+    pub sessions: SessionArgs,
 }
 
 /// Executions the key created on first run may make.
@@ -94,7 +97,10 @@ impl ServeArgs {
         if matches!(keys, KeyStore::Sled(_)) && keys.is_empty().await? {
             create_first_key(&keys, addr).await?;
         }
-        let config = self.sandbox.config(data_dir);
+        let config = SandboxConfig {
+            sessions: self.sessions.config(),
+            ..self.sandbox.config(data_dir)
+        };
         let data_dir = data_dir.to_owned();
         let sandbox = tokio::task::spawn_blocking(move || {
             if !Sandbox::is_compiled(&config)? {

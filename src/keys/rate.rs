@@ -11,32 +11,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use crate::clock::{Clock, MonotonicClock};
 
 use super::token::KeyId;
 
 /// Entries beyond this many trigger dropping the ones whose bucket is full again.
 const PRUNE_ABOVE: usize = 10_000;
-
-/// A monotonic clock: time elapsed since an arbitrary, fixed origin.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Duration;
-}
-
-/// [`Instant`]-based clock used outside tests.
-pub struct MonotonicClock(Instant);
-
-impl Default for MonotonicClock {
-    fn default() -> Self {
-        MonotonicClock(Instant::now())
-    }
-}
-
-impl Clock for MonotonicClock {
-    fn now(&self) -> Duration {
-        self.0.elapsed()
-    }
-}
 
 /// What the API layer reports to a client (e.g. as `RateLimit-*` / `Retry-After` headers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,22 +131,7 @@ fn remaining(now: Duration, tat: Duration, interval: Duration, window: Duration)
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A clock the test moves by hand.
-    #[derive(Default)]
-    pub(crate) struct ManualClock(Mutex<Duration>);
-
-    impl ManualClock {
-        pub(crate) fn advance(&self, by: Duration) {
-            *self.0.lock().unwrap() += by;
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Duration {
-            *self.0.lock().unwrap()
-        }
-    }
+    use crate::clock::ManualClock;
 
     fn limiter() -> (Arc<ManualClock>, RateLimiter) {
         let clock = Arc::new(ManualClock::default());

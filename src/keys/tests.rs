@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use super::rate::tests::ManualClock;
 use super::sled::{Modify, OpenOptions};
 use super::*;
+use crate::clock::ManualClock;
 
 fn new_key(env: Env, executions_limit: u64) -> NewKey {
     NewKey {
@@ -23,8 +23,11 @@ fn new_key(env: Env, executions_limit: u64) -> NewKey {
     }
 }
 
+/// Opens the store, waiting out a lock that a handle dropped just before may still hold:
+/// sled's background threads let go of the lock file a moment after the last handle is
+/// dropped (CI saw `Locked` on the open right after a `drop`).
 fn open(dir: &Path) -> SledStore {
-    SledStore::open(dir).unwrap()
+    SledStore::open_waiting(dir, Duration::from_secs(10)).unwrap()
 }
 
 fn id_ref(record: &KeyRecord) -> KeyRef {

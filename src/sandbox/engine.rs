@@ -27,8 +27,9 @@ const GUARANTEED_DENSE_IMAGE: u64 = 256 << 20;
 /// worker holds beyond the shared image and the bytes copied back per execution.
 const KEEP_RESIDENT: usize = 32 << 20;
 
-/// Memory slots of the pooling allocator: one per worker, so at most this many workers pool
-/// (`Sandbox::new` falls back to on-demand allocation beyond it).
+/// Memory slots of the pooling allocator for executions: one per worker, so at most this many
+/// workers pool (`Sandbox::new` falls back to on-demand allocation beyond it). Open sessions
+/// each hold one more (`SessionConfig::max_open`).
 pub const POOL_SLOTS: usize = 64;
 
 /// The configuration every runtime's engine starts from: fuel, epochs, the wasm stack,
@@ -49,13 +50,15 @@ pub fn config() -> Config {
     config
 }
 
-/// The pooling allocator's settings every runtime shares: [`POOL_SLOTS`] instances, memories
-/// of up to 4 GiB, and the dirty-page reset (`PAGEMAP_SCAN`) keeping [`KEEP_RESIDENT`].
-pub fn pool() -> wasmtime::PoolingAllocationConfig {
+/// The pooling allocator's settings every runtime shares: `slots` instances (their number is
+/// not part of the compiled code, nor of the cache key), memories of up to 4 GiB, and the
+/// dirty-page reset (`PAGEMAP_SCAN`) keeping [`KEEP_RESIDENT`].
+pub fn pool(slots: usize) -> wasmtime::PoolingAllocationConfig {
+    let slots = u32::try_from(slots).unwrap_or(u32::MAX);
     let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_memories(POOL_SLOTS as u32)
-        .total_tables(POOL_SLOTS as u32)
-        .total_core_instances(POOL_SLOTS as u32)
+    pool.total_memories(slots)
+        .total_tables(slots)
+        .total_core_instances(slots)
         .max_memory_size(1 << 32)
         .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(KEEP_RESIDENT)

@@ -1,6 +1,7 @@
-//! One execution, whatever the runtime: a fresh `Store` and instance, its limits (fuel, epoch
-//! deadline, memory limiter, output capture), and the classification of how it ended. What is
-//! particular to a guest (its imports, its request, its start) comes from its `Runtime`.
+//! One run, whatever the runtime: a `Store` and instance (fresh for an execution, kept for a
+//! session's turns), the run's limits (fuel, epoch deadline, memory limiter, output capture),
+//! and the classification of how it ended. What is particular to a guest (its imports, its
+//! request, its start) comes from its `Runtime`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::outcome::{ErrorKind, ExecutionError, Image, Outcome};
 use super::runtime::Runtime;
-use super::wasi::OutputCapture;
+use super::wasi::{OutputCapture, RequestInput};
 
 /// How often the engine's epoch advances; deadlines and cancellation are checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -25,7 +26,8 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Why the host stopped an execution. Travels through wasmtime as the error of a trap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Stop {
-    /// The guest delivered its reply; nothing may run after it.
+    /// The guest delivered its reply; nothing may run after it (but a session's instance,
+    /// whose reply returns to the guest).
     #[error("the guest replied")]
     Replied,
     /// The wall-clock deadline passed.
@@ -59,18 +61,41 @@ pub struct ExecutionState {
     limits: RunLimits,
     deadline: Instant,
     cancelled: Arc<AtomicBool>,
+    /// Whether the instance outlives the run (a session's): its reply returns to the guest,
+    /// whose turn then returns, instead of stopping it.
+    lives_on: bool,
 }
 
 impl ExecutionState {
-    /// The state of a run under `limits` from now, seeing `wasi`, until `cancelled`.
-    pub fn new(wasi: WasiP1Ctx, limits: RunLimits, cancelled: Arc<AtomicBool>) -> Self {
+    /// The state of a run under `limits` from now, seeing `wasi`, until `cancelled`; of an
+    /// instance that runs again (a session's) when `lives_on`.
+    pub fn new(
+        wasi: WasiP1Ctx,
+        limits: RunLimits,
+        cancelled: Arc<AtomicBool>,
+        lives_on: bool,
+    ) -> Self {
         Self {
             wasi,
             reply: None,
             limits,
             deadline: Instant::now() + limits.timeout,
             cancelled,
+            lives_on,
         }
+    }
+
+    /// Starts another run of the same instance (a session's next turn) under `limits` from now.
+    fn begin(&mut self, limits: RunLimits, cancelled: Arc<AtomicBool>) {
+        self.reply = None;
+        self.limits = limits;
+        self.deadline = Instant::now() + limits.timeout;
+        self.cancelled = cancelled;
+    }
+
+    /// Whether the guest has sent its reply in this run.
+    pub fn has_reply(&self) -> bool {
+        self.reply.is_some()
     }
 
     /// Takes the guest's reply document, if it sent one.
@@ -88,10 +113,16 @@ impl ExecutionState {
         self.limits.output_bytes
     }
 
-    /// Keeps the guest's reply document; the returned stop ends the run.
-    pub fn replied(&mut self, reply: Vec<u8>) -> Stop {
+    /// Keeps the guest's reply document (a later one of the same run replaces it) and ends the
+    /// run with [`Stop::Replied`], unless the instance lives on: then the guest goes on, to
+    /// return from its turn.
+    pub fn replied(&mut self, reply: Vec<u8>) -> wasmtime::Result<()> {
         self.reply = Some(reply);
-        Stop::Replied
+        if self.lives_on {
+            Ok(())
+        } else {
+            Err(Stop::Replied.into())
+        }
     }
 
     /// Time since the execution started, as its monotonic clock counts it.
@@ -169,39 +200,124 @@ pub fn run(
 ) -> Outcome {
     let started = Instant::now();
     let output = OutputCapture::new(limits.output_bytes);
-    let wasi = match runtime.wasi(request, &output) {
-        Ok(wasi) => wasi,
+    let input = RequestInput::new(request);
+    let mut store = match new_store(runtime, &input, &output, limits, cancelled, false) {
+        Ok(store) => store,
         Err(error) => return failed_to_start(runtime, &error, started),
     };
-    let state = ExecutionState::new(wasi, limits, cancelled);
-    let mut store = Store::new(runtime.engine(), state);
-    store.limiter(|state| state);
-    store
-        .set_fuel(limits.fuel)
-        .expect("fuel metering is enabled on the engine");
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|context| {
-        context.data().check()?;
-        Ok(UpdateDeadline::Continue(1))
-    });
-
     let ended = runtime
         .instance_pre()
         .instantiate(&mut store)
         .and_then(|instance| runtime.start(&mut store, instance));
+    let (outcome, _) = finish(runtime, &mut store, ended, &output, limits, started);
+    outcome
+}
+
+/// An instance of `runtime` kept for a session's turns, with the stdin and output its turns
+/// share.
+pub struct Kept {
+    store: Store<ExecutionState>,
+    instance: wasmtime::Instance,
+    input: RequestInput,
+    output: OutputCapture,
+}
+
+impl Kept {
+    /// Instantiates `runtime` for a session whose turns get `limits`' memory.
+    pub fn new(runtime: &dyn Runtime, limits: RunLimits) -> wasmtime::Result<Self> {
+        let input = RequestInput::default();
+        let output = OutputCapture::new(limits.output_bytes);
+        let mut store = new_store(runtime, &input, &output, limits, Arc::default(), true)?;
+        let instance = runtime.instance_pre().instantiate(&mut store)?;
+        Ok(Self {
+            store,
+            instance,
+            input,
+            output,
+        })
+    }
+
+    /// Runs `request` as the next turn; returns its outcome and whether the instance may run
+    /// another (the turn ended with the guest's reply, not stopped by a limit or a failure).
+    pub fn turn(
+        &mut self,
+        runtime: &dyn Runtime,
+        request: Vec<u8>,
+        limits: RunLimits,
+        cancelled: Arc<AtomicBool>,
+    ) -> (Outcome, bool) {
+        let started = Instant::now();
+        self.input.refill(request);
+        self.output.restart(limits.output_bytes);
+        self.store.data_mut().begin(limits, cancelled);
+        let ended = arm(&mut self.store, limits.fuel)
+            .and_then(|()| runtime.start(&mut self.store, self.instance));
+        finish(
+            runtime,
+            &mut self.store,
+            ended,
+            &self.output,
+            limits,
+            started,
+        )
+    }
+}
+
+/// A store for `runtime` with the memory limiter and the deadline check, its fuel set for a
+/// run under `limits`; stdin from `input`, stdout and stderr into `output`.
+fn new_store(
+    runtime: &dyn Runtime,
+    input: &RequestInput,
+    output: &OutputCapture,
+    limits: RunLimits,
+    cancelled: Arc<AtomicBool>,
+    lives_on: bool,
+) -> wasmtime::Result<Store<ExecutionState>> {
+    let wasi = runtime.wasi(input, output)?;
+    let state = ExecutionState::new(wasi, limits, cancelled, lives_on);
+    let mut store = Store::new(runtime.engine(), state);
+    store.limiter(|state| state);
+    store.epoch_deadline_callback(|context| {
+        context.data().check()?;
+        Ok(UpdateDeadline::Continue(1))
+    });
+    arm(&mut store, limits.fuel)?;
+    Ok(store)
+}
+
+/// Gives a run its fuel and checks its deadline from the next epoch tick on.
+fn arm(store: &mut Store<ExecutionState>, fuel: u64) -> wasmtime::Result<()> {
+    store.set_fuel(fuel)?;
+    store.set_epoch_deadline(1);
+    Ok(())
+}
+
+/// The outcome of a run that `ended` as it did, and whether its instance may run again.
+fn finish(
+    runtime: &dyn Runtime,
+    store: &mut Store<ExecutionState>,
+    ended: wasmtime::Result<()>,
+    output: &OutputCapture,
+    limits: RunLimits,
+    started: Instant,
+) -> (Outcome, bool) {
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
     let reply = store.data_mut().take_reply();
-    drop(store);
     let duration = started.elapsed();
+    let returned = ended.is_ok();
     let mut images = Vec::new();
     let result = classify(ended, reply, &limits, &mut images);
+    let internal = matches!(&result, Err(error) if error.kind == ErrorKind::Internal);
     // A sandbox failure may have left its own text (a trap, a panic) in the output: the
     // client gets `internal` and nothing more.
-    let (stdout, stderr) = match &result {
-        Err(error) if error.kind == ErrorKind::Internal => Default::default(),
-        _ => output.take(),
+    let (stdout, stderr) = output.take();
+    let (stdout, stderr) = if internal {
+        tracing::debug!(%stdout, %stderr, "what the failed guest wrote");
+        Default::default()
+    } else {
+        (stdout, stderr)
     };
-    Outcome {
+    let outcome = Outcome {
         runtime: runtime.info().name.clone(),
         result,
         images,
@@ -209,7 +325,9 @@ pub fn run(
         stderr,
         fuel_used,
         duration,
-    }
+        session_closed: false,
+    };
+    (outcome, returned && !internal)
 }
 
 /// The outcome of an execution whose guest could not be given its world (a runtime's
@@ -242,6 +360,10 @@ fn classify(
     images: &mut Vec<Image>,
 ) -> Result<Box<RawValue>, ExecutionError> {
     let error = match ended {
+        // A session's guest returns from its turn after replying.
+        Ok(()) if reply.is_some() => {
+            return parse_reply(reply.as_deref().unwrap_or_default(), images);
+        }
         Ok(()) => wasmtime::format_err!("the guest returned without replying"),
         Err(error) => error,
     };

@@ -5,13 +5,15 @@
 //!
 //! Every execution gets a fresh `Store` and instance from one shared `InstancePre`, its own fuel,
 //! wall-clock deadline, memory cap and output cap, and ends in an [`Outcome`] whose error, if
-//! any, has a distinct [`ErrorKind`] per limit.
+//! any, has a distinct [`ErrorKind`] per limit. A session ([`session`]) keeps one instance for
+//! several turns, each with its own fuel, deadline and output cap.
 
 mod engine;
 mod instance;
 mod outcome;
 mod pool;
 pub mod runtime;
+mod session;
 mod wasi;
 
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 pub use self::engine::{MAX_WASM_STACK, POOL_SLOTS};
-use self::instance::{EPOCH_TICK, RunLimits};
+use self::instance::{EPOCH_TICK, Kept, RunLimits};
 pub use self::outcome::{ErrorKind, ExecutionError, Image, Outcome, Rejected};
 use self::pool::{FairQueue, Job, worker_lost};
 use self::runtime::cpython::CPython;
@@ -34,6 +36,10 @@ use self::runtime::cpython::install::Installed;
 use self::runtime::rustpython::RustPython;
 pub use self::runtime::rustpython::{GUEST_SHA256, GUEST_WASM};
 pub use self::runtime::{GuestInput, Runtime, RuntimeInfo};
+use self::session::{Claim, Registry};
+pub use self::session::{
+    DEFAULT_MAX_OPEN, OpenSession, SessionConfig, SessionInfo, SessionStats, is_valid_node_name,
+};
 pub use self::wasi::CLOCK_RESOLUTION;
 
 /// How deeply `data` may nest arrays and objects, its own object being the first level. The
@@ -103,6 +109,8 @@ pub struct SandboxConfig {
     /// `pooling` vs `on_demand`); elsewhere a slot is reset with `madvise` and pooling is no
     /// faster than on-demand.
     pub pooling: bool,
+    /// How sessions are bounded.
+    pub sessions: SessionConfig,
 }
 
 impl Default for SandboxConfig {
@@ -116,6 +124,7 @@ impl Default for SandboxConfig {
             queue: 64,
             cache_dir: None,
             pooling: wasmtime::PoolingAllocationConfig::is_pagemap_scan_available(),
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -161,12 +170,14 @@ struct Inner {
     permits: Arc<Semaphore>,
     queue: Arc<FairQueue>,
     running: Arc<AtomicUsize>,
+    sessions: Arc<Registry>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last handle is gone: let the workers end.
+        // The last handle is gone: let the workers end, and return the sessions' memory.
         self.queue.close();
+        self.sessions.close_all();
     }
 }
 
@@ -191,7 +202,7 @@ impl Sandbox {
         let Some(cache_dir) = &config.cache_dir else {
             return Ok(false);
         };
-        let (_, engine_key) = runtime::rustpython::engine(uses_pooling(config))?;
+        let (_, engine_key) = runtime::rustpython::engine(pool_slots(config))?;
         Ok(engine::cache_path(cache_dir, engine_key, GUEST_SHA256).exists())
     }
 
@@ -203,15 +214,15 @@ impl Sandbox {
             .cache_dir
             .as_deref()
             .context("no module cache directory to compile into")?;
-        let (engine, engine_key) = runtime::rustpython::engine(uses_pooling(config))?;
+        let (engine, engine_key) = runtime::rustpython::engine(pool_slots(config))?;
         engine::fill_cache(&engine, engine_key, GUEST_WASM, GUEST_SHA256, cache_dir)
     }
 
     fn start(config: SandboxConfig, wasm: &[u8], sha256: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers > 0, "the sandbox needs at least one worker");
         let started = Instant::now();
-        let pooling = uses_pooling(&config);
-        if config.pooling && !pooling {
+        let pooling = pool_slots(&config);
+        if config.pooling && pooling.is_none() {
             tracing::info!(
                 workers = config.workers,
                 slots = engine::POOL_SLOTS,
@@ -282,6 +293,8 @@ impl Sandbox {
                 .spawn(move || pool::work(&queue, &running))?;
         }
         let capacity = config.workers + config.queue;
+        let sessions = Arc::new(Registry::new(config.sessions));
+        Registry::start_reaper(Arc::downgrade(&sessions))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 runtimes,
@@ -289,6 +302,7 @@ impl Sandbox {
                 permits: Arc::new(Semaphore::new(capacity)),
                 queue,
                 running,
+                sessions,
             }),
         })
     }
@@ -339,49 +353,16 @@ impl Sandbox {
     /// at once, without waiting, when the runtime is unknown, the input is too large or the
     /// sandbox is at capacity.
     pub fn prepare(&self, execution: Execution) -> Result<Prepared, Rejected> {
-        let runtime = self.runtime(execution.runtime.as_deref())?;
-        let limits = runtime.info().limits;
-        let input = execution.code.len() + execution.data.as_ref().map_or(0, |d| d.get().len());
-        if input > limits.input_bytes {
-            return Err(Rejected::InputTooLarge {
-                size: input,
-                limit: limits.input_bytes,
-            });
-        }
-        if execution
-            .data
-            .as_ref()
-            .is_some_and(|data| nests_deeper_than(data.get(), MAX_DATA_DEPTH))
-        {
-            return Err(Rejected::DataTooDeep {
-                limit: MAX_DATA_DEPTH,
-            });
-        }
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Rejected::Overloaded {
-                capacity: self.inner.capacity,
-            })?;
-        let request = runtime.encode(GuestInput {
-            code: &execution.code,
-            data: execution.data.as_deref(),
-            output_limit: limits.output_bytes,
-        });
+        let runtime = self.runtime(execution.runtime.as_deref())?.clone();
+        let (request, limits) = check(&*runtime, &execution, None)?;
+        let permit = self.place()?;
         Ok(Prepared {
-            runtime: runtime.clone(),
             queue: self.inner.queue.clone(),
             tenant: execution.tenant.unwrap_or_default(),
             request,
-            limits: RunLimits {
-                fuel: execution.fuel.unwrap_or(limits.fuel),
-                timeout: limits.timeout,
-                memory_bytes: limits.memory_bytes,
-                output_bytes: limits.output_bytes,
-            },
+            limits,
             permit,
+            run: Run::Fresh(runtime),
         })
     }
 
@@ -389,32 +370,184 @@ impl Sandbox {
     pub async fn execute(&self, execution: Execution) -> Result<Outcome, Rejected> {
         Ok(self.prepare(execution)?.run().await)
     }
+
+    /// A place in the queue, or [`Rejected::Overloaded`].
+    fn place(&self) -> Result<OwnedSemaphorePermit, Rejected> {
+        (self.inner.permits.clone().try_acquire_owned()).map_err(|_| Rejected::Overloaded {
+            capacity: self.inner.capacity,
+        })
+    }
+
+    /// Opens a session: a fresh instance of the runtime asked for, kept for `request.tenant`'s
+    /// turns. Refuses an unknown runtime, a tenant at its cap ([`Rejected::SessionLimit`]) and
+    /// a node at its cap or at capacity ([`Rejected::Overloaded`]).
+    pub async fn open_session(&self, request: OpenSession) -> Result<SessionInfo, Rejected> {
+        let runtime = self.runtime(request.runtime.as_deref())?.clone();
+        let registry = self.inner.sessions.clone();
+        let permit = self.place()?;
+        let id = registry.reserve(&request, runtime.clone())?;
+        let limits = run_limits(runtime.info().limits, None);
+        let (done, started) = oneshot::channel();
+        let start = move |_| {
+            Kept::new(&*runtime, limits)
+                .inspect_err(|error| {
+                    let runtime = &runtime.info().name;
+                    tracing::error!(%runtime, error = %error, "could not start a session's instance");
+                })
+                .ok()
+        };
+        let job = Job::new(start, done, Arc::default(), permit);
+        let instance = match self.inner.queue.push(request.tenant, job) {
+            Ok(()) => started.await.ok().flatten(),
+            Err(_) => None,
+        };
+        registry.started(&id, instance).ok_or(Rejected::Overloaded {
+            capacity: self.inner.capacity,
+        })
+    }
+
+    /// `tenant`'s open sessions, oldest first.
+    pub fn sessions(&self, tenant: &str) -> Vec<SessionInfo> {
+        self.inner.sessions.list(tenant)
+    }
+
+    /// `tenant`'s open session `id`.
+    pub fn session(&self, tenant: &str, id: &str) -> Result<SessionInfo, Rejected> {
+        self.inner.sessions.get(tenant, id)
+    }
+
+    /// Closes `tenant`'s session `id` and returns its memory (at the end of its running turn,
+    /// if one runs).
+    pub fn close_session(&self, tenant: &str, id: &str) -> Result<(), Rejected> {
+        self.inner.sessions.delete(tenant, id)
+    }
+
+    /// How many sessions are open and why others were closed.
+    pub fn session_stats(&self) -> SessionStats {
+        self.inner.sessions.stats()
+    }
+
+    /// The bounds sessions get.
+    pub fn session_config(&self) -> &SessionConfig {
+        self.inner.sessions.config()
+    }
+
+    /// Checks a turn of `tenant`'s session `id` (its runtime is the session's) and takes the
+    /// session's instance and a place in the queue for it: [`Rejected::SessionNotFound`],
+    /// [`Rejected::SessionBusy`] while another turn runs, or the checks of
+    /// [`prepare`](Self::prepare). Dropping the turn unrun gives the instance back.
+    pub fn prepare_turn(
+        &self,
+        id: &str,
+        execution: Execution,
+        mode: TurnMode,
+    ) -> Result<Prepared, Rejected> {
+        let tenant = execution.tenant.clone().unwrap_or_default();
+        let claim = self.inner.sessions.claim(&tenant, id)?;
+        let (request, limits) = check(&**claim.runtime(), &execution, Some(mode))?;
+        let permit = self.place()?;
+        Ok(Prepared {
+            queue: self.inner.queue.clone(),
+            tenant,
+            request,
+            limits,
+            permit,
+            run: Run::Turn(claim),
+        })
+    }
 }
 
-/// An execution that passed its checks and holds a place in the queue; dropping it unrun gives
-/// the place back.
+/// How a session's turn is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnMode {
+    /// As a module, like an execution: `result` is the reply's result.
+    Module,
+    /// As Python's interactive prompt does: one statement, an expression's value printed.
+    Interactive,
+}
+
+/// The request `runtime`'s guest gets for `execution` (a session's turn when `turn` says how
+/// to compile it) and the limits it runs under, unless its input is too large or its data
+/// nests too deeply.
+fn check(
+    runtime: &dyn Runtime,
+    execution: &Execution,
+    turn: Option<TurnMode>,
+) -> Result<(Vec<u8>, RunLimits), Rejected> {
+    let limits = runtime.info().limits;
+    let input = execution.code.len() + execution.data.as_ref().map_or(0, |d| d.get().len());
+    if input > limits.input_bytes {
+        return Err(Rejected::InputTooLarge {
+            size: input,
+            limit: limits.input_bytes,
+        });
+    }
+    if execution
+        .data
+        .as_ref()
+        .is_some_and(|data| nests_deeper_than(data.get(), MAX_DATA_DEPTH))
+    {
+        return Err(Rejected::DataTooDeep {
+            limit: MAX_DATA_DEPTH,
+        });
+    }
+    let request = runtime.encode(GuestInput {
+        code: &execution.code,
+        data: execution.data.as_deref(),
+        output_limit: limits.output_bytes,
+        session: turn.is_some(),
+        interactive: turn == Some(TurnMode::Interactive),
+    });
+    Ok((request, run_limits(limits, execution.fuel)))
+}
+
+/// The limits of one run under a runtime's `limits`, with `fuel` instead of its default.
+fn run_limits(limits: Limits, fuel: Option<u64>) -> RunLimits {
+    RunLimits {
+        fuel: fuel.unwrap_or(limits.fuel),
+        timeout: limits.timeout,
+        memory_bytes: limits.memory_bytes,
+        output_bytes: limits.output_bytes,
+    }
+}
+
+/// An execution, or a session's turn, that passed its checks and holds a place in the queue;
+/// dropping it unrun gives the place (and a session's instance) back.
 pub struct Prepared {
-    runtime: Arc<dyn Runtime>,
     queue: Arc<FairQueue>,
     tenant: String,
     request: Vec<u8>,
     limits: RunLimits,
     permit: OwnedSemaphorePermit,
+    run: Run,
+}
+
+/// Where a prepared run runs.
+enum Run {
+    /// A fresh instance of the runtime.
+    Fresh(Arc<dyn Runtime>),
+    /// A session's instance.
+    Turn(Claim),
 }
 
 impl Prepared {
-    /// Runs the execution on the next free worker. Dropping the returned future cancels it.
+    /// Runs on the next free worker. Dropping the returned future cancels an execution; a
+    /// session's turn runs on (within its limits), so that the session stays usable.
     pub async fn run(self) -> Outcome {
         let cancelled = Arc::new(AtomicBool::new(false));
         let (done, outcome) = oneshot::channel();
-        let runtime = self.runtime.info().name.clone();
-        let job = Job {
-            runtime: self.runtime,
-            request: self.request,
-            limits: self.limits,
-            cancelled: cancelled.clone(),
-            done,
-            permit: self.permit,
+        let (request, limits) = (self.request, self.limits);
+        let (runtime, job) = match self.run {
+            Run::Fresh(runtime) => {
+                let name = runtime.info().name.clone();
+                let work = move |cancelled| instance::run(&*runtime, request, limits, cancelled);
+                (name, Job::new(work, done, cancelled.clone(), self.permit))
+            }
+            Run::Turn(claim) => {
+                let name = claim.runtime().info().name.clone();
+                let work = move |cancelled| claim.turn(request, limits, cancelled);
+                (name, Job::new(work, done, Arc::default(), self.permit))
+            }
         };
         if self.queue.push(self.tenant, job).is_err() {
             return worker_lost(&runtime);
@@ -426,10 +559,12 @@ impl Prepared {
     }
 }
 
-/// Whether `config` gets the pooling allocator: each worker holds a slot while it runs, so with
-/// more workers than slots instantiation would fail under load.
-fn uses_pooling(config: &SandboxConfig) -> bool {
-    config.pooling && config.workers <= engine::POOL_SLOTS
+/// The pooling allocator's slots for `config`, or `None` for memory mapped on demand: each
+/// worker holds a slot while it runs and each open session one while it lives, so with more
+/// workers than [`engine::POOL_SLOTS`] instantiation would fail under load.
+fn pool_slots(config: &SandboxConfig) -> Option<usize> {
+    (config.pooling && config.workers <= engine::POOL_SLOTS)
+        .then_some(engine::POOL_SLOTS + config.sessions.max_open)
 }
 
 /// Whether the (valid) JSON text `json` nests arrays and objects more than `limit` levels deep.

@@ -22,6 +22,9 @@ pub struct Outcome {
     pub fuel_used: u64,
     /// Wall-clock time from the start of the instance to the end of the run.
     pub duration: Duration,
+    /// A session's turn that a limit (or a failure) stopped: the interpreter may be in any
+    /// state, so the session was closed.
+    pub session_closed: bool,
 }
 
 impl Outcome {
@@ -36,6 +39,7 @@ impl Outcome {
             stderr: String::new(),
             fuel_used: 0,
             duration,
+            session_closed: false,
         }
     }
 }
@@ -184,4 +188,30 @@ pub enum Rejected {
         /// The runtimes there are, the default first.
         available: Vec<String>,
     },
+    /// No open session of the caller has this id (it never existed, expired, was closed, or
+    /// belongs to someone else).
+    #[error("{}", session_not_found(id, other_node.as_deref()))]
+    SessionNotFound {
+        id: String,
+        /// The node the id names, when it is not this one: sessions live on the node that
+        /// opened them.
+        other_node: Option<String>,
+    },
+    /// Another turn of the session is running.
+    #[error("session {id} is running another turn; send turns one at a time")]
+    SessionBusy { id: String },
+    /// The caller has as many sessions open as it may.
+    #[error("at most {limit} sessions may be open at once for this key; delete one first")]
+    SessionLimit { limit: usize },
+}
+
+fn session_not_found(id: &str, other_node: Option<&str>) -> String {
+    match other_node {
+        Some(node) => format!(
+            "no session {id} on this node: it was opened on node {node:?}; requests for a \
+             session must reach the node that opened it (route /sessions/{{id}} by the node \
+             name in the id)"
+        ),
+        None => format!("no open session {id} for this key (it may have expired or been deleted)"),
+    }
 }

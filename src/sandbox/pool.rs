@@ -9,20 +9,40 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::instance::{self, RunLimits};
 use super::outcome::Outcome;
-use super::runtime::Runtime;
 
-/// One execution waiting for, or on, a worker.
+/// One run (an execution, a session's turn or its start) waiting for, or on, a worker.
 pub struct Job {
-    /// Workers are shared by every runtime: the job names its own.
-    pub runtime: Arc<dyn Runtime>,
-    pub request: Vec<u8>,
-    pub limits: RunLimits,
+    /// The run; it returns how to deliver what it made, which the worker does after freeing
+    /// the job's place, so a caller never sees its own job as load.
+    pub work: Box<dyn FnOnce(Arc<AtomicBool>) -> Delivery + Send>,
     pub cancelled: Arc<AtomicBool>,
-    pub done: oneshot::Sender<Outcome>,
     /// Held until the job is finished or dropped, so a cancelled job frees its place.
     pub permit: OwnedSemaphorePermit,
+}
+
+/// Hands a finished job's result to its caller.
+pub type Delivery = Box<dyn FnOnce() + Send>;
+
+impl Job {
+    /// A job running `work` and sending its result to `done`.
+    pub fn new<R: Send + 'static>(
+        work: impl FnOnce(Arc<AtomicBool>) -> R + Send + 'static,
+        done: oneshot::Sender<R>,
+        cancelled: Arc<AtomicBool>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            work: Box::new(move |cancelled| {
+                let result = work(cancelled);
+                Box::new(move || {
+                    let _ = done.send(result);
+                })
+            }),
+            cancelled,
+            permit,
+        }
+    }
 }
 
 /// Waiting jobs, one FIFO per tenant, served in turn.
@@ -103,28 +123,22 @@ impl FairQueue {
 pub fn work(queue: &FairQueue, running: &AtomicUsize) {
     while let Some(job) = queue.pop() {
         let Job {
-            runtime,
-            request,
-            limits,
+            work,
             cancelled,
-            done,
             permit,
         } = job;
         if cancelled.load(Ordering::Relaxed) {
             continue;
         }
         running.fetch_add(1, Ordering::Relaxed);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            instance::run(&*runtime, request, limits, cancelled)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!("an execution panicked in the host");
-            worker_lost(&runtime.info().name)
-        });
-        // Free the place before answering, so the caller never sees its own execution as load.
+        // A panic drops the job's sender: its caller answers `internal` (`worker_lost`).
+        let delivery = std::panic::catch_unwind(AssertUnwindSafe(|| work(cancelled)));
         running.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
-        let _ = done.send(outcome);
+        match delivery {
+            Ok(deliver) => deliver(),
+            Err(_) => tracing::error!("a run panicked in the host"),
+        }
     }
 }
 

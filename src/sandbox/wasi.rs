@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use super::instance::{ExecutionState, Stop};
@@ -24,22 +23,95 @@ use super::instance::{ExecutionState, Stop};
 /// side channels.
 pub const CLOCK_RESOLUTION: Duration = Duration::from_micros(100);
 
-/// The WASI context of one execution, with `request` on its stdin.
-pub fn context(request: Vec<u8>, output: &OutputCapture) -> WasiP1Ctx {
-    builder(request, output).build_p1()
+/// The WASI context of one execution or session, with `input` as its stdin.
+pub fn context(input: &RequestInput, output: &OutputCapture) -> WasiP1Ctx {
+    builder(input, output).build_p1()
 }
 
 /// [`context`], for a runtime to add what its guest needs (read-only directories) before it
 /// builds it.
-pub fn builder(request: Vec<u8>, output: &OutputCapture) -> WasiCtxBuilder {
+pub fn builder(input: &RequestInput, output: &OutputCapture) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdin(MemoryInputPipe::new(request))
+        .stdin(input.clone())
         .stdout(output.stream(StreamId::Stdout))
         .stderr(output.stream(StreamId::Stderr))
         .wall_clock(CoarseWallClock)
         .monotonic_clock(CoarseMonotonicClock::new());
     builder
+}
+
+/// The guest's stdin: the request document of the current run, which the guest reads to the
+/// end. A session's instance lives on, so its host puts each turn's request here
+/// ([`refill`](Self::refill)) before the turn; the guest then reads it as it read the first.
+#[derive(Clone, Default)]
+pub struct RequestInput {
+    /// What is left to read; clones (the guest's stdin handles) share it.
+    unread: Arc<Mutex<Bytes>>,
+}
+
+impl RequestInput {
+    pub fn new(request: Vec<u8>) -> Self {
+        let input = Self::default();
+        input.refill(request);
+        input
+    }
+
+    /// Makes `request` what stdin holds, replacing anything unread.
+    pub fn refill(&self, request: Vec<u8>) {
+        *self.lock() = Bytes::from(request);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Bytes> {
+        self.unread.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl IsTerminal for RequestInput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for RequestInput {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl InputStream for RequestInput {
+    /// Up to `size` bytes; at the end, `Closed`, which the guest reads as end of file (and
+    /// which does not stick: the next turn's request is read after it).
+    fn read(&mut self, size: usize) -> Result<Bytes, StreamError> {
+        let mut unread = self.lock();
+        if unread.is_empty() {
+            return Err(StreamError::Closed);
+        }
+        let size = size.min(unread.len());
+        Ok(unread.split_to(size))
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for RequestInput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncRead for RequestInput {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut unread = self.lock();
+        let size = buf.remaining().min(unread.len());
+        buf.put_slice(&unread.split_to(size));
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Which output stream a write came from.
@@ -103,6 +175,14 @@ impl OutputCapture {
         } else {
             Ok(())
         }
+    }
+
+    /// Starts capturing a session's next turn: nothing captured, `limit` bytes of room.
+    pub fn restart(&self, limit: usize) {
+        let mut captured = self.lock();
+        captured.stdout.clear();
+        captured.stderr.clear();
+        captured.limit = limit;
     }
 
     /// The captured (stdout, stderr), invalid UTF-8 replaced.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyexec::api::{self, AppState};
 use pyexec::keys::{Env, KeyStore, NewKey};
-use pyexec::sandbox::{Limits, Sandbox, SandboxConfig};
+use pyexec::sandbox::{Limits, Sandbox, SandboxConfig, SessionConfig};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -30,13 +30,29 @@ pub static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| sandbox_with(2, 64));
 
 /// A sandbox of its own, for tests about capacity.
 pub fn sandbox_with(workers: usize, queue: usize) -> Sandbox {
-    Sandbox::new(SandboxConfig {
-        limits: test_limits(),
+    sandbox_with_config(SandboxConfig {
         workers,
         queue,
+        ..SandboxConfig::default()
+    })
+}
+
+/// A sandbox of its own whose sessions are bounded by `sessions` (and its clock).
+pub fn sandbox_with_sessions(sessions: SessionConfig) -> Sandbox {
+    sandbox_with_config(SandboxConfig {
+        workers: 2,
+        sessions,
+        ..SandboxConfig::default()
+    })
+}
+
+/// `config` with the tests' limits and module cache, on-demand memory.
+fn sandbox_with_config(config: SandboxConfig) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        limits: test_limits(),
         cache_dir: Some(cache_dir()),
         pooling: false,
-        ..SandboxConfig::default()
+        ..config
     })
     .expect("the sandbox starts")
 }
@@ -140,6 +156,33 @@ impl TestApp {
         }
     }
 
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, key: &str, body: &str) -> reqwest::Response {
+        post_json(&self.client, &self.base, path, key, body).await
+    }
+
+    /// `POST path` from a task of its own, for requests that must overlap.
+    pub fn post_in_background(
+        &self,
+        path: &str,
+        key: &str,
+        body: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Response> {
+        let (client, base, path, key, body) = (
+            self.client.clone(),
+            self.base.clone(),
+            path.to_owned(),
+            key.to_owned(),
+            body.to_owned(),
+        );
+        tokio::spawn(async move { post_json(&client, &base, &path, &key, &body).await })
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> reqwest::Response {
+        let request = self.client.delete(format!("{}{path}", self.base));
+        request.header("X-API-Key", key).send().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(key) = key {
@@ -156,8 +199,19 @@ pub async fn post_execute(
     key: &str,
     body: &str,
 ) -> reqwest::Response {
+    post_json(client, base, "/execute", key, body).await
+}
+
+/// `POST path` with a JSON body, from any task.
+async fn post_json(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> reqwest::Response {
     client
-        .post(format!("{base}/execute"))
+        .post(format!("{base}{path}"))
         .header("X-API-Key", key)
         .header("Content-Type", "application/json")
         .body(body.to_owned())

@@ -9,4 +9,5 @@ mod helpers;
 mod observability;
 mod playground;
 mod runtimes;
+mod sessions;
 mod usage_history;

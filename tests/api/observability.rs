@@ -118,10 +118,14 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     let documented: Vec<(String, &str)> = paths
         .iter()
         .flat_map(|(path, item)| {
-            [("get", item.get.is_some()), ("post", item.post.is_some())]
-                .into_iter()
-                .filter(|(_, present)| *present)
-                .map(move |(method, _)| (path.clone(), method))
+            [
+                ("delete", item.delete.is_some()),
+                ("get", item.get.is_some()),
+                ("post", item.post.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, present)| *present)
+            .map(move |(method, _)| (path.clone(), method))
         })
         .collect();
     let mut documented = documented;
@@ -134,6 +138,11 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
             ("/metrics".to_owned(), "get"),
             ("/openapi.json".to_owned(), "get"),
             ("/runtimes".to_owned(), "get"),
+            ("/sessions".to_owned(), "get"),
+            ("/sessions".to_owned(), "post"),
+            ("/sessions/{id}".to_owned(), "delete"),
+            ("/sessions/{id}".to_owned(), "get"),
+            ("/sessions/{id}/execute".to_owned(), "post"),
             ("/usage".to_owned(), "get"),
         ]
     );
@@ -141,6 +150,7 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     for (path, method) in &documented {
         let request = match *method {
             "post" => app.client.post(format!("{}{path}", app.base)),
+            "delete" => app.client.delete(format!("{}{path}", app.base)),
             _ => app.client.get(format!("{}{path}", app.base)),
         };
         let status = request.send().await.unwrap().status().as_u16();
@@ -159,6 +169,35 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     assert!(schemas["ExecuteRequest"]["properties"]["runtime"].is_object());
     assert!(schemas["ExecuteResponse"]["properties"]["runtime"].is_object());
     assert!(schemas["ErrorBody"]["properties"]["available"].is_object());
+    // A turn's reply is /execute's plus the session; the session errors are documented.
+    let turn = serde_json::to_string(&schemas["TurnResponse"]).unwrap();
+    for field in [
+        "schemas/ExecuteResponse\"",
+        "\"session_id\"",
+        "\"session_closed\"",
+    ] {
+        assert!(turn.contains(field), "TurnResponse lacks {field}: {turn}");
+    }
+    let responses = &document["paths"]["/sessions/{id}/execute"]["post"]["responses"];
+    for (status, code) in [("404", "session_not_found"), ("409", "session_busy")] {
+        let description = responses[status]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(description.contains(code), "{status}: {description}");
+    }
+    let opening = &document["paths"]["/sessions"]["post"]["responses"];
+    assert!(
+        opening["429"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("session_limit_exceeded")
+    );
+    assert!(
+        opening["503"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("overloaded")
+    );
     let info = &schemas["RuntimeInfo"]["properties"];
     for field in ["name", "python_version", "preloaded", "packages", "limits"] {
         assert!(info[field].is_object(), "RuntimeInfo.{field}");

@@ -51,7 +51,7 @@ async fn the_playground_is_served_as_html_with_its_controls() {
     }
     // The key is kept in local storage and sent in the header, never in a URL.
     assert!(page.contains("localStorage.setItem"));
-    assert!(page.contains("fetch(\"/execute\""));
+    assert!(page.contains("post(\"/execute\", key, body)"));
     assert!(page.contains("\"X-API-Key\": key"));
     assert!(!page.contains("?key=") && !page.contains("location.hash"));
 }

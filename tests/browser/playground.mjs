@@ -1,6 +1,7 @@
 // The playground in a real headless Chromium: the prototype's example shows 3.0, a failing
-// snippet shows its error line, a bad key shows the HTTP error, the key survives a reload in
-// local storage, and the page requests nothing from any other origin.
+// snippet shows its error line, "keep state" carries a variable from one run to the next, a bad
+// key shows the HTTP error, the key survives a reload in local storage, and the page requests
+// nothing from any other origin.
 //
 // Run by scripts/browser-test.sh, which provides PYEXEC_URL, PYEXEC_KEY, PLAYWRIGHT_DIR (where
 // playwright-core is installed), CHROMIUM and ARTIFACTS (where screenshots go).
@@ -111,6 +112,25 @@ try {
   await page.locator("#code").pressSequentially(" ");
   assert.equal(await page.locator("#gutter .error-line").count(), 0);
   assert.equal(await page.isVisible("#error-band"), false);
+
+  step = "keep state between runs: a session";
+  await page.check("#keep-state");
+  await page.fill("#data", "");
+  await page.fill("#code", "kept = 41\nresult = 'set'");
+  await page.click("#run");
+  await page.locator("#status").filter({ hasText: "Success" }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.textContent("#result"), '"set"');
+  assert.match(await page.textContent("#session-note"), /^Session ses_\w+ \(rustpython\)/);
+  await page.fill("#code", "result = kept + 1");
+  await page.click("#run");
+  await page.locator("#status").filter({ hasText: "Success" }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.textContent("#result"), "42");
+  await page.uncheck("#keep-state");
+  await page.fill("#code", "result = 'kept' in globals()");
+  await page.click("#run");
+  await page.locator("#status").filter({ hasText: "Success" }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.textContent("#result"), "false");
+  assert.match(await page.textContent("#session-note"), /^Off/);
 
   step = "an HTTP error shows its detail";
   await page.fill("#api-key", "sk_test_AbCd1234notarealkey");

@@ -61,7 +61,7 @@ fn bash_completes_subcommands_and_options() {
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     };
-    assert_eq!(complete("pyexec r"), "run runtime");
+    assert_eq!(complete("pyexec r"), "run repl runtime");
     assert_eq!(complete("pyexec runtime i"), "install");
     assert_eq!(complete("pyexec keys re"), "reset-executions revoke");
     assert_eq!(complete("pyexec run --da"), "--data --data-dir");

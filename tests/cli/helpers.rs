@@ -1,8 +1,9 @@
 //! Running the real `pyexec` binary against a temporary data directory, and an in-process
 //! control server that holds the database lock exactly like `pyexec serve` does.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use pyexec::keys::{SledStore, serve_control};
 use serde_json::Value;
@@ -77,6 +78,36 @@ pub fn pyexec() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
     command.env_remove("PYEXEC_DATA_DIR");
     command
+}
+
+/// `pyexec SUBCOMMAND ARGS…` (sharing the compiled module), with `stdin` as its standard
+/// input.
+pub fn pyexec_with_input(subcommand: &str, args: &[&str], stdin: impl AsRef<[u8]>) -> Run {
+    let mut child = pyexec()
+        .arg(subcommand)
+        .args(args)
+        .arg("--module-cache-dir")
+        .arg(module_cache_dir())
+        .env_remove("PYEXEC_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The child may refuse before reading everything (input limit): a broken pipe is fine.
+    let _ = input.write_all(stdin.as_ref());
+    drop(input);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
 }
 
 pub fn run(command: &mut Command) -> Run {

@@ -5,6 +5,7 @@ mod help;
 mod helpers;
 mod keys;
 mod keys_via_server;
+mod repl;
 mod run;
 mod serve;
 mod server;

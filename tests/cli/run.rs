@@ -1,12 +1,9 @@
 //! `pyexec run`: code from a file or stdin, `--data` inline or from a file, human and `--json`
 //! output, and the exit codes 0 (success), 1 (the code failed) and 2 (bad usage).
 
-use std::io::Write;
-use std::process::{Output, Stdio};
-
 use serde_json::json;
 
-use super::helpers::{Run, TestDir, module_cache_dir, pyexec};
+use super::helpers::{Run, TestDir, pyexec, pyexec_with_input};
 use super::server::Server;
 
 const MEAN: &str = "result = sum(data['numbers']) / len(data['numbers'])";
@@ -14,31 +11,7 @@ const NUMBERS: &str = r#"{"numbers": [1, 2, 3, 4, 5]}"#;
 
 /// `pyexec run ARGS…` (sharing the compiled module), with `stdin` as its standard input.
 fn pyexec_run(args: &[&str], stdin: impl AsRef<[u8]>) -> Run {
-    let mut child = pyexec()
-        .arg("run")
-        .args(args)
-        .arg("--module-cache-dir")
-        .arg(module_cache_dir())
-        .env_remove("PYEXEC_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // The child may refuse before reading everything (input limit): a broken pipe is fine.
-    let _ = input.write_all(stdin.as_ref());
-    drop(input);
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
+    pyexec_with_input("run", args, stdin)
 }
 
 fn write(dir: &TestDir, name: &str, contents: impl AsRef<[u8]>) -> String {

@@ -276,3 +276,80 @@ async fn a_cold_start_keeps_no_more_memory_than_a_warm_one() {
     );
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
 }
+
+/// SIGTERM lets a session's running turn finish (it replies), then the server and its sessions
+/// are gone.
+#[tokio::test]
+async fn sigterm_lets_a_session_turn_in_flight_finish() {
+    let dir = TestDir::new();
+    let server = Server::start(&dir.data_dir());
+    let key = shown_key(&server.banner, "test");
+    let (status, opened) = server.post("/sessions", &key, json!({})).await;
+    assert_eq!(status, 201, "{opened}");
+    let path = format!(
+        "/sessions/{}/execute",
+        opened["session_id"].as_str().unwrap()
+    );
+    let (status, _) = server
+        .post(&path, &key, json!({"code": "word = 'finished'"}))
+        .await;
+    assert_eq!(status, 200);
+    let (base, turn_key, turn_path) = (server.base.clone(), key.clone(), path.clone());
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}{turn_path}"))
+            .header("X-API-Key", turn_key)
+            .json(&json!({"code": "import time\ntime.sleep(1)\nresult = word"}))
+            .send()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"], "finished", "{body}");
+    let listed = dir.pyexec(&["keys", "list", "--json"]).success().json();
+    assert_eq!(listed[0]["executions_used"], 2);
+}
+
+/// A session's memory is the server's while it lives and returned when it is deleted (with
+/// the pooling allocator `serve` uses by default).
+#[tokio::test]
+async fn a_deleted_session_returns_its_memory() {
+    const HELD: u64 = 192 << 20;
+    let dir = TestDir::new();
+    let server = Server::start_with(&dir.data_dir(), &["--memory-mib", "512"]);
+    let key = shown_key(&server.banner, "test");
+    let (_, opened) = server.post("/sessions", &key, json!({})).await;
+    let id = opened["session_id"].as_str().unwrap().to_owned();
+    let before = resident_bytes(server.pid());
+    let code = format!("held = bytearray({HELD})\nheld[::4096] = b'x' * len(held[::4096])");
+    let (status, reply) = server
+        .post(
+            &format!("/sessions/{id}/execute"),
+            &key,
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!((status, &reply["success"]), (200, &json!(true)), "{reply}");
+    let holding = resident_bytes(server.pid());
+    assert!(
+        holding >= before + HELD * 3 / 4,
+        "holding {} MiB, before {} MiB",
+        holding >> 20,
+        before >> 20
+    );
+    assert_eq!(server.delete(&format!("/sessions/{id}"), &key).await, 204);
+    let released = resident_bytes(server.pid());
+    assert!(
+        released + HELD * 3 / 4 <= holding,
+        "after delete {} MiB, holding {} MiB",
+        released >> 20,
+        holding >> 20
+    );
+}

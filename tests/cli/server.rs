@@ -94,8 +94,13 @@ impl Server {
     }
 
     pub async fn execute(&self, key: &str, body: Value) -> (u16, Value) {
+        self.post("/execute", key, body).await
+    }
+
+    /// `POST path` with a JSON body; the status and the reply.
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
         let response = reqwest::Client::new()
-            .post(format!("{}/execute", self.base))
+            .post(format!("{}{path}", self.base))
             .header("X-API-Key", key)
             .json(&body)
             .send()
@@ -103,6 +108,17 @@ impl Server {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// `DELETE path`; the status.
+    pub async fn delete(&self, path: &str, key: &str) -> u16 {
+        let response = reqwest::Client::new()
+            .delete(format!("{}{path}", self.base))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
     }
 }
 

@@ -190,3 +190,89 @@ async fn nodes_behind_the_shipped_nginx_config_share_the_quota_and_survive_a_nod
     }
     assert_eq!(executions_on(&second).await, served[1] + 20.0);
 }
+
+/// Through nginx, sessions opened on either node keep being served by the node that holds
+/// them: the shipped config routes `/sessions/ses_<node>_…` by the node name in the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shipped_nginx_config_routes_a_session_to_its_node() {
+    let url = SHARED.fresh_database();
+    let first = Server::start_with(
+        &std::env::temp_dir(),
+        &["--store", &url, "--node-name", "node-a"],
+    );
+    let second = Server::start_with(
+        &std::env::temp_dir(),
+        &["--store", &url, "--node-name", "node-b"],
+    );
+    let balancer = Balancer::start(&[&first, &second]);
+    let store = KeyStore::open(
+        &StoreLocation::Postgres(Box::new(PgOptions::new(&url).unwrap())),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    let (key, _) = store
+        .create(NewKey {
+            name: "sessions behind nginx".into(),
+            description: String::new(),
+            env: Env::Test,
+            executions_limit: 1_000,
+            rate_limit_per_minute: 1_000_000,
+            fuel_limit: None,
+        })
+        .await
+        .unwrap();
+    let key = key.expose_secret();
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let request = client.post(format!("{}{path}", balancer.base));
+        async move {
+            let response = request
+                .header("X-API-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (status, opened) = post("/sessions".into(), json!({})).await;
+        assert_eq!(status, 201, "{opened}");
+        ids.push(opened["session_id"].as_str().unwrap().to_owned());
+    }
+    for node in ["ses_node-a_", "ses_node-b_"] {
+        assert!(ids.iter().any(|id| id.starts_with(node)), "{ids:?}");
+    }
+    for turn in 0..5 {
+        for id in &ids {
+            let code = "n = globals().get('n', 0) + 1\nresult = n";
+            let (status, reply) =
+                post(format!("/sessions/{id}/execute"), json!({ "code": code })).await;
+            assert_eq!(
+                (status, &reply["result"]),
+                (200, &json!(turn + 1)),
+                "{id}: {reply}"
+            );
+        }
+    }
+    let (status, reply) = post(
+        "/sessions/ses_node-z_0123456789abcdefghijklmn/execute".into(),
+        json!({"code": "x = 1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &reply["code"]),
+        (404, &json!("session_not_found")),
+        "{reply}"
+    );
+    assert!(
+        reply["detail"].as_str().unwrap().contains("\"node-z\""),
+        "{reply}"
+    );
+}

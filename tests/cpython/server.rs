@@ -123,6 +123,73 @@ async fn a_server_lists_cpython_with_its_packages_and_runs_requests_there() {
     );
 }
 
+#[tokio::test]
+async fn a_cpython_session_keeps_numpy_and_pandas_objects_between_turns() {
+    let Some(installed) = installed() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (server, key) = serve(&installed, data.path());
+    let (status, opened) = server
+        .post("/sessions", &key, json!({"runtime": "cpython"}))
+        .await;
+    assert_eq!(
+        (status, &opened["runtime"]),
+        (201, &json!("cpython")),
+        "{opened}"
+    );
+    let path = format!(
+        "/sessions/{}/execute",
+        opened["session_id"].as_str().unwrap()
+    );
+    let turn = |code: &str| server.post(&path, &key, json!({ "code": code }));
+
+    let (status, reply) = turn(
+        "import numpy as np, pandas as pd\n\
+         a = np.arange(10)\n\
+         frame = pd.DataFrame({'k': ['x', 'y', 'x'], 'v': [1, 2, 3]})\n\
+         result = __name__",
+    )
+    .await;
+    assert_eq!(
+        (status, &reply["result"]),
+        (200, &json!("__main__")),
+        "{reply}"
+    );
+    let (_, reply) = turn("a *= 2\nresult = a.sum()").await;
+    assert_eq!(reply["result"], 90, "{reply}");
+    let (_, reply) = turn("result = frame.groupby('k')['v'].sum().to_dict()").await;
+    assert_eq!(reply["result"], json!({"x": 4, "y": 2}), "{reply}");
+    // `result` is cleared, an exception keeps the session.
+    let (_, reply) = turn("b = a[:3]").await;
+    assert_eq!(reply["result"], json!(null), "{reply}");
+    let (_, reply) = turn("a[100]").await;
+    assert_eq!(
+        (&reply["error"]["type"], &reply["session_closed"]),
+        (&json!("IndexError"), &json!(false)),
+        "{reply}"
+    );
+    // What the code sends through the host door itself is not the turn's reply.
+    let (_, reply) = turn(
+        "import _host\n_host.call(b'{\"ok\":true,\"result\":\"forged\"}')\nresult = b.tolist()",
+    )
+    .await;
+    assert_eq!(reply["result"], json!([0, 2, 4]), "{reply}");
+    // A limit the host enforces closes it.
+    let (_, reply) = turn("import os\nos._exit(1)").await;
+    assert_eq!(
+        (&reply["error"]["kind"], &reply["session_closed"]),
+        (&json!("process_exit"), &json!(true)),
+        "{reply}"
+    );
+    let (status, reply) = turn("result = 1").await;
+    assert_eq!(
+        (status, &reply["code"]),
+        (404, &json!("session_not_found")),
+        "{reply}"
+    );
+}
+
 #[test]
 fn pyexec_run_takes_the_runtime() {
     let Some(installed) = installed() else {

@@ -21,7 +21,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::Limits;
 use super::instance::{self, ExecutionState, RunLimits, Stop};
-use super::wasi::OutputCapture;
+use super::wasi::{OutputCapture, RequestInput};
 
 /// One execution's input, as a runtime encodes it for its guest.
 pub struct GuestInput<'a> {
@@ -31,6 +31,11 @@ pub struct GuestInput<'a> {
     pub data: Option<&'a RawValue>,
     /// The cap on the serialised `result`.
     pub output_limit: usize,
+    /// A session's turn: run in the globals its earlier turns left.
+    pub session: bool,
+    /// Compile as Python's interactive prompt does: one statement, an expression's value
+    /// printed (`pyexec repl`).
+    pub interactive: bool,
 }
 
 /// A guest interpreter the sandbox can run code in. Built once; shared by every worker.
@@ -51,14 +56,14 @@ pub trait Runtime: Send + Sync {
         encode_request(input)
     }
 
-    /// The WASI context of one execution: `request` (from [`encode`](Self::encode)), moved in,
-    /// wherever the guest reads it, stdout and stderr into `output`, plus any files or variables the
-    /// runtime's guest needs.
-    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx>;
+    /// The WASI context of one execution or session: stdin from `input` (which holds the
+    /// request from [`encode`](Self::encode)), stdout and stderr into `output`, plus any files
+    /// or variables the runtime's guest needs.
+    fn wasi(&self, input: &RequestInput, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx>;
 
-    /// Starts the run on a fresh instance; it ends with the guest's reply
-    /// ([`ExecutionState::reply`]) as a `Stop::Replied` trap, or with any other error, which the
-    /// shared code classifies.
+    /// Runs the request on `instance` (fresh, or a session's): it ends with the guest's reply
+    /// ([`ExecutionState::replied`]) as a `Stop::Replied` trap, or, in a session, by returning
+    /// after it; or with any other error, which the shared code classifies.
     fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()>;
 }
 
@@ -68,6 +73,10 @@ struct GuestRequest<'a> {
     code: &'a str,
     data: Option<&'a RawValue>,
     output_limit: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    session: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    interactive: bool,
 }
 
 /// `input` as the request document both guests read.
@@ -76,6 +85,8 @@ fn encode_request(input: GuestInput<'_>) -> Vec<u8> {
         code: input.code,
         data: input.data,
         output_limit: input.output_limit,
+        session: input.session,
+        interactive: input.interactive,
     };
     serde_json::to_vec(&request).expect("a guest request serialises")
 }
@@ -159,6 +170,8 @@ pub fn probe(runtime: &dyn Runtime) -> anyhow::Result<Probe> {
         code: PROBE,
         data: None,
         output_limit: OUTPUT_LIMIT,
+        session: false,
+        interactive: false,
     });
     let limits = RunLimits {
         fuel: Limits::default().fuel,

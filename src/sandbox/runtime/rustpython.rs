@@ -1,5 +1,6 @@
 //! The embedded RustPython guest (assets/python.wasm): its engine, its one import of its own
-//! (`pyexec.reply`, guest/src/host.rs), the request document on its stdin and its `run` export.
+//! (`pyexec.reply`, guest/src/host.rs), the request document on its stdin and its `run` export
+//! (once per instance, or once per turn of a session).
 //! What every runtime shares (the Store, limits, classification) is not here.
 
 use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Module, ModuleExport, Store};
@@ -7,7 +8,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::{Runtime, RuntimeInfo, probe, read_reply};
 use crate::sandbox::instance::ExecutionState;
-use crate::sandbox::wasi::{self, OutputCapture};
+use crate::sandbox::wasi::{self, OutputCapture, RequestInput};
 use crate::sandbox::{Limits, engine};
 
 /// The pre-initialised guest, embedded so that `pyexec` is one self-contained file.
@@ -20,10 +21,10 @@ pub static GUEST_SHA256: &str = include_str!("../../../assets/python.wasm.sha256
 /// The name requests select this runtime by.
 pub const NAME: &str = "rustpython";
 
-/// The engine for this guest, with the pooling allocator when `pooling`, and the cache key of
-/// what it compiles. The guest is plain wasm32-wasip1 Rust: every proposal it does not use is
-/// off.
-pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
+/// The engine for this guest, with a pooling allocator of `pool_slots` instances or memory
+/// mapped on demand, and the cache key of what it compiles. The guest is plain wasm32-wasip1
+/// Rust: every proposal it does not use is off.
+pub fn engine(pool_slots: Option<usize>) -> anyhow::Result<(Engine, u64)> {
     let mut config = engine::config();
     config
         .wasm_simd(false)
@@ -37,7 +38,7 @@ pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
         .wasm_wide_arithmetic(false)
         .wasm_custom_page_sizes(false)
         .wasm_component_model(false);
-    engine::build(config, pooling.then(engine::pool))
+    engine::build(config, pool_slots.map(engine::pool))
 }
 
 /// The guest, linked and ready to instantiate.
@@ -93,8 +94,8 @@ impl Runtime for RustPython {
         &self.pre
     }
 
-    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx> {
-        Ok(wasi::context(request, output))
+    fn wasi(&self, input: &RequestInput, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx> {
+        Ok(wasi::context(input, output))
     }
 
     fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()> {
@@ -113,7 +114,7 @@ fn add_protocol(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
         "reply",
         |mut caller: Caller<'_, ExecutionState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
             let reply = read_reply(&mut caller, ptr, len)?;
-            Err(caller.data_mut().replied(reply).into())
+            caller.data_mut().replied(reply)
         },
     )?;
     Ok(())

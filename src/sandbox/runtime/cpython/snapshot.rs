@@ -124,7 +124,10 @@ pub fn build(
         })
         .map_err(anyhow::Error::from)?
         .build_p1();
-    let mut store = Store::new(&engine, ExecutionState::new(wasi, LIMITS, Arc::default()));
+    let mut store = Store::new(
+        &engine,
+        ExecutionState::new(wasi, LIMITS, Arc::default(), false),
+    );
     let mut linker = linker(&engine)?;
     let forwarders = fix_file_metadata(&mut linker, &mut store)?;
     let instance = linker
