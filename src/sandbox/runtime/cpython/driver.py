@@ -65,9 +65,13 @@ def run(_send=_send, _broken=_BROKEN, _error=BaseException, _modules=sys.modules
     except _error:
         reply = _broken
     # The guest runs each turn in `__main__`'s namespace, where this module is bound: give the
-    # name back, so that a session's next turn finds `_pyexec` again.
+    # name back, so that a session's next turn finds `_pyexec` again. The code's module stays
+    # referenced until after the reply: freeing what it built (a list nested 200,000 deep,
+    # say) could exhaust the stack, and must not happen before the reply.
+    code_main = _modules.get("__main__")
     _modules["__main__"] = _turns_main
     _send(reply)
+    del code_main
 
 
 def _reseed():
