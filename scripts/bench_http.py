@@ -81,11 +81,11 @@ def log(message):
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def post(addr, body, key):
+def post(addr, body, key, path="/execute"):
     host, port = addr.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     headers = {"Content-Type": "application/json", "X-API-Key": key}
-    connection.request("POST", "/execute", json.dumps(body), headers)
+    connection.request("POST", path, json.dumps(body), headers)
     response = connection.getresponse()
     return response.status, json.loads(response.read())
 
@@ -183,7 +183,7 @@ class Baseline:
         self.process.wait()
 
 
-def wrk(server, body, key, connections, seconds, executions=0):
+def wrk(server, body, key, connections, seconds, executions=0, path="/execute"):
     """One wrk run against `server` for `seconds`, or until the (pyexec) server has run
     `executions` more; returns its summary with requests/s, an error count and the server's CPU
     time per request."""
@@ -194,7 +194,7 @@ def wrk(server, body, key, connections, seconds, executions=0):
     done_at = executions_run(server.addr) + executions if executions else None
     process = subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-         "-s", script.name, f"http://{server.addr}/execute"],
+         "-s", script.name, f"http://{server.addr}{path}"],
         stdout=subprocess.PIPE, text=True, env=env,
     )
     if done_at is not None:
@@ -262,6 +262,44 @@ def cpython_runs(binary, tmp, log_file, installed):
     return results
 
 
+# Sessions held open while /execute is measured again (issue 15).
+IDLE_SESSIONS = 200
+
+
+def sessions_runs(binary, tmp, log_file):
+    """Sessions (issue 15): /execute with and without IDLE_SESSIONS idle sessions open on the
+    server, the resident memory each idle session holds, and turns of the example in one warm
+    session (one connection: a session runs one turn at a time)."""
+    server = Pyexec(binary, str(Path(tmp) / "data-sessions"), log_file,
+                    ["--sessions-per-key", str(IDLE_SESSIONS),
+                     "--max-sessions", str(IDLE_SESSIONS)])
+    server.start()
+    key = server.add_key()
+    check_example(server.addr, key)
+    wrk(server, EXAMPLE, key, 16, WARMUP_SECONDS)
+    log(f"sessions: example without sessions, 16 connections, {SECONDS} s")
+    results = {"without_sessions": wrk(server, EXAMPLE, key, 16, SECONDS)}
+    rss_before, _ = memory_kib(server.process.pid)
+    log(f"sessions: opening {IDLE_SESSIONS} sessions, one turn each")
+    ids = []
+    for _ in range(IDLE_SESSIONS):
+        status, opened = post(server.addr, {}, key, "/sessions")
+        if status != 201:
+            raise SystemExit(f"opening a session answered {status} {opened}")
+        ids.append(opened["session_id"])
+        status, turn = post(server.addr, EXAMPLE, key, f"/sessions/{ids[-1]}/execute")
+        if status != 200 or turn.get("result") != 3.0:
+            raise SystemExit(f"a turn answered {status} {turn}")
+    rss_after, _ = memory_kib(server.process.pid)
+    results["idle_session_rss_kib"] = (rss_after - rss_before) / IDLE_SESSIONS
+    log(f"sessions: example with {IDLE_SESSIONS} idle sessions, 16 connections, {SECONDS} s")
+    results["with_idle_sessions"] = wrk(server, EXAMPLE, key, 16, SECONDS)
+    log(f"sessions: turns of the example in one session, 1 connection, {SECONDS} s")
+    results["turns"] = wrk(server, EXAMPLE, key, 1, SECONDS, path=f"/sessions/{ids[0]}/execute")
+    server.stop()
+    return results
+
+
 def run(binary):
     results = {}
     with tempfile.TemporaryDirectory(prefix="pyexec-bench-") as tmp:
@@ -292,6 +330,8 @@ def run(binary):
                 "rss_after_kib": rss_after,
             }
             server.stop()
+
+            results["sessions"] = sessions_runs(binary, tmp, log_file)
 
             installed = os.environ.get("PYEXEC_TEST_CPYTHON_DIR")
             if installed:
@@ -413,6 +453,8 @@ def report(results, inprocess, command, started):
               "is its HTTP server alone, without the children."]
     if "cpython" in results:
         lines += cpython_report(results["cpython"], inprocess)
+    if "sessions" in results:
+        lines += sessions_report(results["sessions"], inprocess)
     summary = len(lines)
     lines += ["", "## Startup", "", "| what | time |", "|---|---|",
               f"| `pyexec serve` until /health 200, empty module cache | "
@@ -448,6 +490,40 @@ def report(results, inprocess, command, started):
                 _, case, guest = t["id"].split("/")
                 lines.append(f"| {case} | {guest} | {t['per_second']:,.0f} | {ms(t['cpu_us'])} |")
     return "\n".join(lines) + "\n", "\n".join(lines[2:summary]) + "\n"
+
+
+def sessions_report(sessions, inprocess):
+    """The sessions' rows (issue 15): turn latency, memory per idle session, /execute with
+    idle sessions open."""
+    without, with_idle, turns = (sessions["without_sessions"], sessions["with_idle_sessions"],
+                                 sessions["turns"])
+    execution = {s["id"]: s for s in (inprocess or {}).get("executions", [])}
+    turn_in = execution.get("execute/example/pooling_session")
+    idle_in = {i["guest"]: i for i in (inprocess or {}).get("idle_session_rss", [])}
+    rows = []
+    if turn_in:
+        p50 = turn_in["latency_us"]["p50"]
+        rows.append(("turn of the example in a warm session, in-process p50 (RustPython)",
+                     "≤ 0.3 ms", ms(p50), p50 <= 300))
+    for guest, info in idle_in.items():
+        goal = "≤ 4 MiB" if guest == "pooling" else "—"
+        rows.append((f"resident memory per idle session, in-process ({guest})", goal,
+                     f"{info['rss_kib_per_session'] / 1024:.2f} MiB",
+                     info["rss_kib_per_session"] <= 4096 if guest == "pooling" else None))
+    rows.append((f"resident memory per idle session, `pyexec serve` ({IDLE_SESSIONS} sessions)",
+                 "≤ 4 MiB", f"{sessions['idle_session_rss_kib'] / 1024:.2f} MiB",
+                 sessions["idle_session_rss_kib"] <= 4096))
+    ratio = with_idle["rps"] / without["rps"]
+    rows.append((f"/execute with {IDLE_SESSIONS} idle sessions open, vs none", "noise (≥ 0.95×)",
+                 f"{with_idle['rps']:,.0f} vs {without['rps']:,.0f} requests/s ({ratio:.2f}×)",
+                 ratio >= 0.95))
+    rows.append(("turns of the example in one session over HTTP, 1 connection", "—",
+                 f"{turns['rps']:,.0f} turns/s, p50 {ms(turns['p50_us'])}, p99 "
+                 f"{ms(turns['p99_us'])}, {turns['errors']} errors", None))
+    lines = ["", "## Sessions (issue 15)", "", "| target | goal | measured | |", "|---|---|---|---|"]
+    lines += [f"| {name} | {goal} | {measured} | {'' if ok is None else verdict(ok)} |"
+              for name, goal, measured, ok in rows]
+    return lines
 
 
 def cpython_report(cpython, inprocess):
