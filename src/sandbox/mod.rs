@@ -388,22 +388,27 @@ impl Sandbox {
         let id = registry.reserve(&request, runtime.clone())?;
         let limits = run_limits(runtime.info().limits, None);
         let (done, started) = oneshot::channel();
+        // The worker hands the instance to the registry itself: a caller that stops waiting
+        // leaves an open session, which expires, rather than a place reserved for ever.
+        let (registry_of_job, id_of_job) = (registry.clone(), id.clone());
         let start = move |_| {
-            Kept::new(&*runtime, limits)
+            let instance = Kept::new(&*runtime, limits)
                 .inspect_err(|error| {
                     let runtime = &runtime.info().name;
                     tracing::error!(%runtime, error = %error, "could not start a session's instance");
                 })
-                .ok()
+                .ok();
+            registry_of_job.started(&id_of_job, instance)
         };
         let job = Job::new(start, done, Arc::default(), permit);
-        let instance = match self.inner.queue.push(request.tenant, job) {
-            Ok(()) => started.await.ok().flatten(),
-            Err(_) => None,
-        };
-        registry.started(&id, instance).ok_or(Rejected::Overloaded {
+        let overloaded = Rejected::Overloaded {
             capacity: self.inner.capacity,
-        })
+        };
+        if self.inner.queue.push(request.tenant, job).is_err() {
+            registry.started(&id, None);
+            return Err(overloaded);
+        }
+        started.await.ok().flatten().ok_or(overloaded)
     }
 
     /// `tenant`'s open sessions, oldest first.

@@ -462,3 +462,37 @@ async fn a_session_of_another_node_is_named_as_such() {
         "{body}"
     );
 }
+
+/// A caller that stops waiting while its session starts (a client gone) leaves an open, idle
+/// session that expires like any other, not a place reserved for ever.
+#[tokio::test]
+async fn a_session_whose_opener_stopped_waiting_is_an_ordinary_idle_session() {
+    let clock = Arc::new(ManualClock::default());
+    let app = app_with(SessionConfig {
+        clock: SharedClock(clock.clone()),
+        ..SessionConfig::default()
+    })
+    .await;
+    let sandbox = &app.state.sandbox;
+    let request = pyexec::sandbox::OpenSession {
+        tenant: "gone".into(),
+        ..Default::default()
+    };
+    let opening = sandbox.open_session(request);
+    tokio::select! {
+        biased;
+        () = tokio::task::yield_now() => {}
+        _ = opening => panic!("the session started before the caller gave up"),
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(&sandbox.sessions("gone")[..], [session] if !session.busy) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            sandbox.sessions("gone")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(sandbox.sessions("gone"), []);
+}
