@@ -117,6 +117,12 @@ def cpu_seconds(pid):
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def pss_kib(pid):
+    """The proportional set size of a process, in KiB: shared pages counted once."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    return int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1))
+
+
 def memory_kib(pid):
     """VmRSS and VmHWM (peak) of a process, in KiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -279,7 +285,7 @@ def sessions_runs(binary, tmp, log_file):
     wrk(server, EXAMPLE, key, 16, WARMUP_SECONDS)
     log(f"sessions: example without sessions, 16 connections, {SECONDS} s")
     results = {"without_sessions": wrk(server, EXAMPLE, key, 16, SECONDS)}
-    rss_before, _ = memory_kib(server.process.pid)
+    pss_before = pss_kib(server.process.pid)
     log(f"sessions: opening {IDLE_SESSIONS} sessions, one turn each")
     ids = []
     for _ in range(IDLE_SESSIONS):
@@ -290,8 +296,7 @@ def sessions_runs(binary, tmp, log_file):
         status, turn = post(server.addr, EXAMPLE, key, f"/sessions/{ids[-1]}/execute")
         if status != 200 or turn.get("result") != 3.0:
             raise SystemExit(f"a turn answered {status} {turn}")
-    rss_after, _ = memory_kib(server.process.pid)
-    results["idle_session_rss_kib"] = (rss_after - rss_before) / IDLE_SESSIONS
+    results["idle_session_pss_kib"] = (pss_kib(server.process.pid) - pss_before) / IDLE_SESSIONS
     log(f"sessions: example with {IDLE_SESSIONS} idle sessions, 16 connections, {SECONDS} s")
     results["with_idle_sessions"] = wrk(server, EXAMPLE, key, 16, SECONDS)
     log(f"sessions: turns of the example in one session, 1 connection, {SECONDS} s")
@@ -499,7 +504,7 @@ def sessions_report(sessions, inprocess):
                                  sessions["turns"])
     execution = {s["id"]: s for s in (inprocess or {}).get("executions", [])}
     turn_in = execution.get("execute/example/pooling_session")
-    idle_in = {i["guest"]: i for i in (inprocess or {}).get("idle_session_rss", [])}
+    idle_in = {i["guest"]: i for i in (inprocess or {}).get("idle_session_memory", [])}
     rows = []
     if turn_in:
         p50 = turn_in["latency_us"]["p50"]
@@ -507,12 +512,12 @@ def sessions_report(sessions, inprocess):
                      "≤ 0.3 ms", ms(p50), p50 <= 300))
     for guest, info in idle_in.items():
         goal = "≤ 4 MiB" if guest == "pooling" else "—"
-        rows.append((f"resident memory per idle session, in-process ({guest})", goal,
-                     f"{info['rss_kib_per_session'] / 1024:.2f} MiB",
-                     info["rss_kib_per_session"] <= 4096 if guest == "pooling" else None))
-    rows.append((f"resident memory per idle session, `pyexec serve` ({IDLE_SESSIONS} sessions)",
-                 "≤ 4 MiB", f"{sessions['idle_session_rss_kib'] / 1024:.2f} MiB",
-                 sessions["idle_session_rss_kib"] <= 4096))
+        rows.append((f"memory (PSS) per idle session, in-process ({guest})", goal,
+                     f"{info['pss_kib_per_session'] / 1024:.2f} MiB",
+                     info["pss_kib_per_session"] <= 4096 if guest == "pooling" else None))
+    rows.append((f"memory (PSS) per idle session, `pyexec serve` ({IDLE_SESSIONS} sessions)",
+                 "≤ 4 MiB", f"{sessions['idle_session_pss_kib'] / 1024:.2f} MiB",
+                 sessions["idle_session_pss_kib"] <= 4096))
     ratio = with_idle["rps"] / without["rps"]
     rows.append((f"/execute with {IDLE_SESSIONS} idle sessions open, vs none", "noise (≥ 0.95×)",
                  f"{with_idle['rps']:,.0f} vs {without['rps']:,.0f} requests/s ({ratio:.2f}×)",
