@@ -137,7 +137,7 @@ pub async fn open(
             tenant: tenant(&caller),
             runtime,
             idle_timeout,
-            max_for_tenant: None,
+            max_for_tenant: caller.record.max_sessions.map(|n| n as usize),
         })
         .await?;
     tracing::info!(key = %caller.record.id(), session = %info.id, runtime = %info.runtime, "session opened");

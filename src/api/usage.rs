@@ -145,7 +145,8 @@ pub async fn usage(
         history: history.into(),
         sessions: SessionsUsage {
             open: state.sandbox.sessions(&key.id().to_string()).len(),
-            limit: state.sandbox.session_config().per_tenant,
+            limit: (key.max_sessions.map(|n| n as usize))
+                .unwrap_or(state.sandbox.session_config().per_tenant),
         },
     };
     let mut response = Json(body).into_response();

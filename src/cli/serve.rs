@@ -187,6 +187,7 @@ async fn create_first_key(keys: &KeyStore, addr: SocketAddr) -> anyhow::Result<(
             executions_limit: FIRST_KEY_EXECUTIONS,
             rate_limit_per_minute: keys::DEFAULT_RATE_LIMIT_PER_MINUTE,
             fuel_limit: None,
+            max_sessions: None,
         })
         .await
         .context("creating the first API key")?;

@@ -138,6 +138,15 @@ impl KeyAdmin {
             executions_limit: limit,
         })
     }
+
+    /// Sets how many sessions the key may have open at once (`None`: the server's default).
+    pub fn update_max_sessions(
+        &mut self,
+        key: KeyRef,
+        max_sessions: Option<u32>,
+    ) -> Result<KeyRecord, AdminError> {
+        self.record(Request::UpdateMaxSessions { key, max_sessions })
+    }
 }
 
 /// [`execute`] for PostgreSQL, where every operation is committed before it returns.
@@ -155,6 +164,9 @@ async fn execute_on_postgres(store: &PgStore, request: Request) -> Result<Reply,
             key,
             executions_limit,
         } => Reply::Record(store.update_limit(&key, executions_limit).await?),
+        Request::UpdateMaxSessions { key, max_sessions } => {
+            Reply::Record(store.update_max_sessions(&key, max_sessions).await?)
+        }
     })
 }
 

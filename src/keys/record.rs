@@ -34,6 +34,10 @@ pub struct KeyRecord {
     pub rate_limit_per_minute: u32,
     /// Per-execution fuel, overriding the server default when set.
     pub fuel_limit: Option<u64>,
+    /// Sessions the key may have open at once, overriding the server's `--sessions-per-key`
+    /// when set (0: none). Absent from records written before sessions.
+    #[serde(default)]
+    pub max_sessions: Option<u32>,
     /// Set once, when the key is revoked; a revoked key never authenticates again.
     #[serde(with = "rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
@@ -63,6 +67,9 @@ pub struct NewKey {
     pub executions_limit: u64,
     pub rate_limit_per_minute: u32,
     pub fuel_limit: Option<u64>,
+    /// See [`KeyRecord::max_sessions`].
+    #[serde(default)]
+    pub max_sessions: Option<u32>,
 }
 
 impl NewKey {
@@ -82,6 +89,7 @@ impl NewKey {
                 executions_used: 0,
                 rate_limit_per_minute: self.rate_limit_per_minute,
                 fuel_limit: self.fuel_limit,
+                max_sessions: self.max_sessions,
                 revoked_at: None,
             },
         };
@@ -218,6 +226,7 @@ mod tests {
             executions_limit: 10,
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
             fuel_limit: None,
+            max_sessions: None,
         }
     }
 
@@ -259,6 +268,7 @@ mod tests {
             executions_used: 3,
             rate_limit_per_minute: 60,
             fuel_limit: None,
+            max_sessions: None,
             revoked_at: None,
         };
         assert_eq!(r.executions_left(), 2);
@@ -281,6 +291,7 @@ mod tests {
                 executions_used: 3,
                 rate_limit_per_minute: 7,
                 fuel_limit: Some(1_000),
+                max_sessions: None,
                 revoked_at: Some(OffsetDateTime::now_utc()),
             },
         };

@@ -20,6 +20,7 @@ fn new_key(env: Env, executions_limit: u64) -> NewKey {
         executions_limit,
         rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
         fuel_limit: None,
+        max_sessions: None,
     }
 }
 

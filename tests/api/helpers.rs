@@ -118,6 +118,7 @@ impl TestApp {
                 executions_limit,
                 rate_limit_per_minute,
                 fuel_limit: None,
+                max_sessions: None,
             })
             .await
             .unwrap();

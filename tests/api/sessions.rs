@@ -276,6 +276,36 @@ async fn a_key_may_hold_only_so_many_sessions() {
 }
 
 #[tokio::test]
+async fn a_keys_own_cap_overrides_the_servers() {
+    let app = spawn_app().await;
+    let key_with_cap = async |max_sessions| {
+        let new_key = pyexec::keys::NewKey {
+            name: "capped".into(),
+            description: String::new(),
+            env: pyexec::keys::Env::Test,
+            executions_limit: 100,
+            rate_limit_per_minute: 1_000,
+            fuel_limit: None,
+            max_sessions: Some(max_sessions),
+        };
+        let (key, _) = app.keys.create(new_key).await.unwrap();
+        key.expose_secret().to_owned()
+    };
+    let (capped, none) = (key_with_cap(1).await, key_with_cap(0).await);
+    open(&app, &capped).await;
+    let (status, body) = json(app.post("/sessions", &capped, "{}").await).await;
+    expect_error(status, &body, 429, "session_limit_exceeded");
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 1 "),
+        "{body}"
+    );
+    let (_, usage) = json(app.get("/usage", Some(&capped)).await).await;
+    assert_eq!(usage["sessions"], json!({"open": 1, "limit": 1}), "{usage}");
+    let (status, body) = json(app.post("/sessions", &none, "{}").await).await;
+    expect_error(status, &body, 429, "session_limit_exceeded");
+}
+
+#[tokio::test]
 async fn a_full_server_answers_overloaded() {
     let app = app_with(SessionConfig {
         max_open: 2,

@@ -173,6 +173,7 @@ async fn pruning_deletes_usage_past_the_retention_and_keeps_the_rest() {
             executions_limit: 100,
             rate_limit_per_minute: 1000,
             fuel_limit: None,
+            max_sessions: None,
         })
         .await
         .unwrap();

@@ -11,6 +11,7 @@ fn keys_help_lists_every_subcommand() {
         "show",
         "reset-executions",
         "update-limit",
+        "update-sessions",
         "revoke",
     ] {
         assert!(
@@ -35,6 +36,7 @@ fn each_subcommand_documents_its_arguments() {
                 "--executions-limit <N>",
                 "--rate-limit-per-minute <N>",
                 "--fuel-limit <FUEL>",
+                "--max-sessions <N>",
                 "--json",
                 "--data-dir <DIR>",
                 "shown only this once",
@@ -47,6 +49,7 @@ fn each_subcommand_documents_its_arguments() {
         ("show", &["<KEY>", "sk_test_AbCd1234", "--json"]),
         ("reset-executions", &["<KEY>", "--json"]),
         ("update-limit", &["<KEY>", "<N>", "--json"]),
+        ("update-sessions", &["<KEY>", "<N|default>", "--json"]),
         ("revoke", &["<KEY>", "--json", "cannot be undone"]),
     ];
     for (sub, expected) in cases {

@@ -93,6 +93,12 @@ fn every_command_goes_through_the_running_server_and_takes_effect_at_once() {
     assert_eq!(out.json()["executions_left"], 2);
     assert_eq!(store.admit(&record.id).unwrap(), 1);
 
+    // update-sessions: through the socket too.
+    let out = dir
+        .pyexec(&["keys", "update-sessions", &key_id, "2", "--json"])
+        .success();
+    assert_eq!(out.json()["max_sessions"], 2);
+
     // revoke: authentication and admission fail at once.
     let out = dir.pyexec(&["keys", "revoke", &key_id]).success();
     assert!(out.stdout.starts_with(&format!("Revoked {key_id}")));

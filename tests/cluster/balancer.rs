@@ -142,6 +142,7 @@ async fn nodes_behind_the_shipped_nginx_config_share_the_quota_and_survive_a_nod
         executions_limit,
         rate_limit_per_minute: 1_000_000,
         fuel_limit: None,
+        max_sessions: None,
     };
     let (key, _) = store.create(new_key(LIMIT)).await.unwrap();
     let key = key.expose_secret().to_owned();
@@ -219,6 +220,7 @@ async fn the_shipped_nginx_config_routes_a_session_to_its_node() {
             executions_limit: 1_000,
             rate_limit_per_minute: 1_000_000,
             fuel_limit: None,
+            max_sessions: None,
         })
         .await
         .unwrap();

@@ -61,6 +61,7 @@ impl TestDir {
             executions_limit: limit,
             rate_limit_per_minute: pyexec::keys::DEFAULT_RATE_LIMIT_PER_MINUTE,
             fuel_limit: None,
+            max_sessions: None,
         };
         let (key, record) = store.runtime.block_on(store.keys.create(new)).unwrap();
         let (key, id) = (key.expose_secret().to_owned(), record.id.to_string());

@@ -19,6 +19,7 @@ fn new_key(executions_limit: u64, rate_limit_per_minute: u32) -> NewKey {
         executions_limit,
         rate_limit_per_minute,
         fuel_limit: None,
+        max_sessions: None,
     }
 }
 

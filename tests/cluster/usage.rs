@@ -30,6 +30,7 @@ async fn caller(store: &KeyStore) -> Caller {
             executions_limit: u64::MAX / 2,
             rate_limit_per_minute: u32::MAX,
             fuel_limit: None,
+            max_sessions: None,
         })
         .await
         .unwrap();

@@ -43,6 +43,11 @@ pub struct Args {
     #[arg(long, value_name = "FUEL", value_parser = clap::value_parser!(u64).range(1..))]
     fuel_limit: Option<u64>,
 
+    /// Sessions the key may have open at once, instead of the server's --sessions-per-key
+    /// (0: none)
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<u32>,
+
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -55,6 +60,7 @@ pub fn run(args: Args, store: &StoreLocation) -> anyhow::Result<()> {
         executions_limit: args.executions_limit,
         rate_limit_per_minute: args.rate_limit_per_minute,
         fuel_limit: args.fuel_limit,
+        max_sessions: args.max_sessions,
     })?;
     if args.output.json {
         return print_json(&KeyJson::created(&key, &record));

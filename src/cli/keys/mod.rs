@@ -15,6 +15,7 @@ mod reset_executions;
 mod revoke;
 mod show;
 mod update_limit;
+mod update_sessions;
 
 /// Manage API keys: create, list, show, revoke, and change execution quotas
 ///
@@ -34,6 +35,7 @@ pub enum KeysCommand {
     Show(show::Args),
     ResetExecutions(reset_executions::Args),
     UpdateLimit(update_limit::Args),
+    UpdateSessions(update_sessions::Args),
     Revoke(revoke::Args),
 }
 
@@ -45,6 +47,7 @@ impl KeysCommand {
             KeysCommand::Show(args) => show::run(args, store),
             KeysCommand::ResetExecutions(args) => reset_executions::run(args, store),
             KeysCommand::UpdateLimit(args) => update_limit::run(args, store),
+            KeysCommand::UpdateSessions(args) => update_sessions::run(args, store),
             KeysCommand::Revoke(args) => revoke::run(args, store),
         }
     }

@@ -25,6 +25,7 @@ pub struct KeyJson<'a> {
     pub executions_left: u64,
     pub rate_limit_per_minute: u32,
     pub fuel_limit: Option<u64>,
+    pub max_sessions: Option<u32>,
     pub revoked: bool,
     pub revoked_at: Option<String>,
 }
@@ -43,6 +44,7 @@ impl<'a> KeyJson<'a> {
             executions_left: record.executions_left(),
             rate_limit_per_minute: record.rate_limit_per_minute,
             fuel_limit: record.fuel_limit,
+            max_sessions: record.max_sessions,
             revoked: record.is_revoked(),
             revoked_at: record.revoked_at.as_ref().map(rfc3339),
         }
@@ -145,6 +147,12 @@ pub fn details(record: &KeyRecord) -> String {
             format!("{} per minute", record.rate_limit_per_minute),
         ),
         ("Fuel limit", fuel(record)),
+        (
+            "Max sessions",
+            record
+                .max_sessions
+                .map_or_else(|| "server default".to_owned(), |n| n.to_string()),
+        ),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()

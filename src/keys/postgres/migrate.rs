@@ -18,6 +18,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "executions per key and hour",
         sql: include_str!("migrations/0002_usage_hourly.sql"),
     },
+    Migration {
+        version: 3,
+        name: "a key's own cap on open sessions",
+        sql: include_str!("migrations/0003_max_sessions.sql"),
+    },
 ];
 
 /// The advisory lock held while migrating (an arbitrary constant: "pyexec" in ASCII).

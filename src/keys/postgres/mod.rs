@@ -60,7 +60,7 @@ const BATCHES_IN_FLIGHT: usize = 2;
 
 /// The key columns, in the order [`record_from_row`] reads them.
 const KEY_COLUMNS: &str = "id, hash, name, description, env, created_at, executions_limit, \
-     executions_used, rate_limit_per_minute, fuel_limit, revoked_at, rate_tat_ns";
+     executions_used, rate_limit_per_minute, fuel_limit, revoked_at, rate_tat_ns, max_sessions";
 /// The database clock in nanoseconds since the Unix epoch, as the admission function reads it.
 const CLOCK_NS: &str = "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint";
 
@@ -231,7 +231,7 @@ impl PgStore {
             return Err(AuthError::Revoked);
         }
         let tat: Option<i64> = row.try_get(11).map_err(StoreError::from)?;
-        let now: i64 = row.try_get(12).map_err(StoreError::from)?;
+        let now: i64 = row.try_get(13).map_err(StoreError::from)?;
         let rate = rate::peek(
             stored.record.rate_limit_per_minute,
             nanos(now),
@@ -364,6 +364,18 @@ impl PgStore {
         Ok(record)
     }
 
+    /// Sets how many sessions the key may have open at once (`None`: the server's default).
+    pub async fn update_max_sessions(
+        &self,
+        key: &KeyRef,
+        max_sessions: Option<u32>,
+    ) -> Result<KeyRecord, AdminError> {
+        let value = max_sessions.map_or_else(|| "NULL".to_owned(), |n| n.to_string());
+        let record = self.update(key, &format!("max_sessions = {value}")).await?;
+        tracing::info!(key_id = %record.id, ?max_sessions, "API key session cap updated");
+        Ok(record)
+    }
+
     /// Applies `assignments` (SQL `SET` list; empty: read only) to the key `key` names, in
     /// one statement, and returns the record after it.
     async fn update(&self, key: &KeyRef, assignments: &str) -> Result<KeyRecord, AdminError> {
@@ -412,14 +424,15 @@ async fn insert(
          created_at = EXCLUDED.created_at, executions_limit = EXCLUDED.executions_limit, \
          executions_used = EXCLUDED.executions_used, \
          rate_limit_per_minute = EXCLUDED.rate_limit_per_minute, \
-         fuel_limit = EXCLUDED.fuel_limit, revoked_at = EXCLUDED.revoked_at, rate_tat_ns = NULL"
+         fuel_limit = EXCLUDED.fuel_limit, revoked_at = EXCLUDED.revoked_at, rate_tat_ns = NULL, \
+         max_sessions = EXCLUDED.max_sessions"
     } else {
         "ON CONFLICT (id) DO NOTHING"
     };
     let sql = format!(
         "INSERT INTO pyexec_keys (id, hash, name, description, env, created_at, \
-         executions_limit, executions_used, rate_limit_per_minute, fuel_limit, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) {on_conflict}"
+         executions_limit, executions_used, rate_limit_per_minute, fuel_limit, revoked_at, \
+         max_sessions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) {on_conflict}"
     );
     let written = client
         .execute(
@@ -436,6 +449,7 @@ async fn insert(
                 &i32::try_from(r.rate_limit_per_minute).unwrap_or(i32::MAX),
                 &r.fuel_limit.map(to_bigint),
                 &r.revoked_at,
+                &r.max_sessions.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             ],
         )
         .await?;
@@ -503,6 +517,7 @@ fn stored_from_row(row: &Row) -> Result<StoredKey, StoreError> {
     let executions_used: i64 = row.try_get(7)?;
     let rate_limit: i32 = row.try_get(8)?;
     let fuel_limit: Option<i64> = row.try_get(9)?;
+    let max_sessions: Option<i32> = row.try_get(12)?;
     let key_id = KeyId::parse(&id).ok_or_else(|| corrupt("id"))?;
     Ok(StoredKey {
         hash: KeyHash::from_slice(&hash).ok_or_else(|| corrupt("hash"))?,
@@ -519,6 +534,10 @@ fn stored_from_row(row: &Row) -> Result<StoredKey, StoreError> {
                 .map(u64::try_from)
                 .transpose()
                 .map_err(|_| corrupt("fuel"))?,
+            max_sessions: max_sessions
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| corrupt("max sessions"))?,
             revoked_at: row.try_get(10)?,
         },
     })

@@ -9,12 +9,13 @@
 //! order. Requests (`KEY` is a key ID or a full key, as typed by the admin):
 //! ```text
 //! {"op":"add","new_key":{"name":…,"description":…,"env":"test","executions_limit":10,
-//!                        "rate_limit_per_minute":60,"fuel_limit":null}}
+//!                        "rate_limit_per_minute":60,"fuel_limit":null,"max_sessions":null}}
 //! {"op":"list"}
 //! {"op":"show","key":KEY}
 //! {"op":"revoke","key":KEY}
 //! {"op":"reset_executions","key":KEY}
 //! {"op":"update_limit","key":KEY,"executions_limit":N}
+//! {"op":"update_max_sessions","key":KEY,"max_sessions":N|null}
 //! ```
 //! Replies: `{"ok":{"created":{"key":"sk_…","record":RECORD}}}`, `{"ok":{"record":RECORD}}`,
 //! `{"ok":{"records":[RECORD,…]}}` or
@@ -61,12 +62,27 @@ pub fn control_socket_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Add { new_key: NewKey },
+    Add {
+        new_key: NewKey,
+    },
     List,
-    Show { key: KeyRef },
-    Revoke { key: KeyRef },
-    ResetExecutions { key: KeyRef },
-    UpdateLimit { key: KeyRef, executions_limit: u64 },
+    Show {
+        key: KeyRef,
+    },
+    Revoke {
+        key: KeyRef,
+    },
+    ResetExecutions {
+        key: KeyRef,
+    },
+    UpdateLimit {
+        key: KeyRef,
+        executions_limit: u64,
+    },
+    UpdateMaxSessions {
+        key: KeyRef,
+        max_sessions: Option<u32>,
+    },
 }
 
 impl Request {
@@ -78,6 +94,7 @@ impl Request {
             Request::Revoke { .. } => "revoke",
             Request::ResetExecutions { .. } => "reset_executions",
             Request::UpdateLimit { .. } => "update_limit",
+            Request::UpdateMaxSessions { .. } => "update_max_sessions",
         }
     }
 
@@ -157,6 +174,9 @@ pub(crate) fn execute(store: &SledStore, request: Request) -> Result<Reply, Admi
             key,
             executions_limit,
         } => Reply::Record(store.update_limit(&key, executions_limit)?),
+        Request::UpdateMaxSessions { key, max_sessions } => {
+            Reply::Record(store.update_max_sessions(&key, max_sessions)?)
+        }
     })
 }
 

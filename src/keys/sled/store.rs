@@ -395,6 +395,17 @@ impl SledStore {
         Ok(record)
     }
 
+    /// Sets how many sessions the key may have open at once (`None`: the server's default).
+    pub fn update_max_sessions(
+        &self,
+        key: &KeyRef,
+        max_sessions: Option<u32>,
+    ) -> Result<KeyRecord, AdminError> {
+        let record = self.admin_update(key, |r| r.max_sessions = max_sessions)?;
+        tracing::info!(key_id = %record.id, ?max_sessions, "API key session cap updated");
+        Ok(record)
+    }
+
     fn admin_update(
         &self,
         key: &KeyRef,

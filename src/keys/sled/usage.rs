@@ -164,6 +164,7 @@ mod tests {
                 executions_limit: u64::MAX,
                 rate_limit_per_minute: 1,
                 fuel_limit: None,
+                max_sessions: None,
             })
             .unwrap();
         let counters = UsageCounters::open(store.db()).unwrap();

@@ -198,6 +198,47 @@ fn update_limit_sets_the_total_and_floors_what_is_left() {
 }
 
 #[test]
+fn a_keys_session_cap_is_set_at_add_and_by_update_sessions() {
+    let dir = TestDir::new();
+    let out = dir
+        .pyexec(&add_args(
+            "capped",
+            "10",
+            &["--max-sessions", "2", "--json"],
+        ))
+        .success();
+    assert_eq!(out.json()["max_sessions"], 2);
+    let key_id = out.json()["id"].as_str().unwrap().to_owned();
+    let out = dir.pyexec(&["keys", "show", &key_id]).success();
+    assert!(out.stdout.contains("Max sessions"), "{}", out.stdout);
+
+    let out = dir
+        .pyexec(&["keys", "update-sessions", &key_id, "0"])
+        .success();
+    assert!(
+        out.stdout.contains("may now have 0 session(s)"),
+        "{}",
+        out.stdout
+    );
+    let out = dir
+        .pyexec(&["keys", "update-sessions", &key_id, "default", "--json"])
+        .success();
+    assert_eq!(out.json()["max_sessions"], serde_json::Value::Null);
+    let out = dir.pyexec(&["keys", "show", &key_id, "--json"]).success();
+    assert_eq!(out.json()["max_sessions"], serde_json::Value::Null);
+
+    let out = dir.pyexec(&["keys", "update-sessions", &key_id, "many"]);
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("neither a number of sessions nor `default`"),
+        "{out:#?}"
+    );
+    let out = dir.pyexec(&["keys", "update-sessions", "sk_test_ZZZZZZZZ", "1"]);
+    assert_eq!(out.code, Some(1), "{out:#?}");
+}
+
+#[test]
 fn revoke_stops_authentication() {
     let dir = TestDir::new();
     let (key, key_id) = dir.add_key("prod", 10);
