@@ -504,6 +504,26 @@ async fn a_session_whose_opener_stopped_waiting_is_an_ordinary_idle_session() {
     })
     .await;
     let sandbox = &app.state.sandbox;
+    // Both workers busy for a second: the session's start waits in the queue, so the caller
+    // surely gives up before it.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let sandbox = sandbox.clone();
+            tokio::spawn(async move {
+                let sleep = pyexec::sandbox::Execution {
+                    code: "import time\ntime.sleep(1)".into(),
+                    data: None,
+                    fuel: None,
+                    tenant: None,
+                    runtime: None,
+                };
+                sandbox.execute(sleep).await
+            })
+        })
+        .collect();
+    while sandbox.load().running < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let request = pyexec::sandbox::OpenSession {
         tenant: "gone".into(),
         ..Default::default()
@@ -525,4 +545,7 @@ async fn a_session_whose_opener_stopped_waiting_is_an_ordinary_idle_session() {
     }
     clock.advance(Duration::from_secs(301));
     assert_eq!(sandbox.sessions("gone"), []);
+    for sleeper in sleepers {
+        assert!(sleeper.await.unwrap().unwrap().result.is_ok());
+    }
 }
