@@ -2,8 +2,9 @@
 # Long tier: the playground (`GET /`) in a real headless Chromium, driven by Playwright.
 #
 # Installs what it lacks (Debian's `chromium`; `playwright-core` from npm into
-# target/browser-test/), builds pyexec (release), starts `pyexec serve` on a free port with a
-# fresh data directory, runs tests/browser/playground.mjs against it, and stops the server.
+# target/browser-test/), builds pyexec (release, in cargo's target directory: CARGO_TARGET_DIR
+# is honoured), starts `pyexec serve` on a free port with a fresh data directory, runs
+# tests/browser/playground.mjs against it, and stops the server.
 # Screenshots go to target/artifacts/. Exits non-zero when anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ fi
 
 echo "== building pyexec (release)"
 cargo build --release --locked --bin pyexec
+pyexec="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/pyexec"
 
 data_dir=$(mktemp -d)
 server_log=$artifacts/browser-test-server.log
@@ -41,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting pyexec serve"
-PYEXEC_LOG=warn target/release/pyexec serve --addr 127.0.0.1:0 --data-dir "$data_dir" \
+PYEXEC_LOG=warn "$pyexec" serve --addr 127.0.0.1:0 --data-dir "$data_dir" \
     --module-cache-dir "$tools/module-cache" >"$server_log" 2>&1 &
 server=$!
 base=

@@ -33,6 +33,28 @@ pub struct ExecuteRequest {
     runtime: Option<String>,
 }
 
+/// The refusals `/execute` and a session's turn share, for their OpenAPI entries
+/// (documentation only: never built; the 422s differ, so each route lists its own).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum ExecutionRefusals {
+    /// Missing, invalid or revoked API key
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Body, or code plus data, too large
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Body declared as something other than JSON
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// Executions limit exhausted, rate limit, or too many concurrent executions
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait (rate and concurrency limits)")))]
+    Limited(ErrorBody),
+    /// At capacity (with Retry-After) or key database unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// The reply to an execution that ran, whether the code succeeded or not.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecuteResponse {
@@ -105,13 +127,8 @@ fn milliseconds(duration: Duration) -> f64 {
     responses(
         (status = 200, description = "The code ran; see `success`", body = ExecuteResponse,
          headers(("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64), ("X-Executions-Left" = u64))),
-        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
-        (status = 413, description = "Body, or code plus data, too large", body = ErrorBody),
-        (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
         (status = 422, description = "Malformed JSON, missing `code`, a field of the wrong type, `data` nested past the nesting limit, or an unknown `runtime` (with the `available` ones)", body = ErrorBody),
-        (status = 429, description = "Executions limit exhausted, rate limit, or too many concurrent executions", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds to wait (rate and concurrency limits)"))),
-        (status = 503, description = "At capacity (with Retry-After) or key database unavailable", body = ErrorBody),
+        ExecutionRefusals,
     )
 )]
 pub async fn execute(

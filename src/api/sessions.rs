@@ -40,7 +40,7 @@ pub struct OpenSessionRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionResponse {
     /// `ses_<node>_<random>`: the node is the server that holds the session.
-    #[schema(example = "ses_a1b2c3_7Qx9LmP2vT4kW8nR3sY6dF1h")]
+    #[schema(example = "ses_a1b2c3_5f0c9e2d7a4b41e8b36d0f9c2e1a7b54")]
     pub session_id: String,
     #[schema(example = "rustpython")]
     pub runtime: String,
@@ -224,15 +224,10 @@ pub async fn delete(
     responses(
         (status = 200, description = "The turn ran; see `success` and `session_closed`", body = TurnResponse,
          headers(("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64), ("X-Executions-Left" = u64))),
-        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 404, description = "No open session of this key has this id (`session_not_found`)", body = ErrorBody),
         (status = 409, description = "Another turn of the session is running (`session_busy`)", body = ErrorBody),
-        (status = 413, description = "Body, or code plus data, too large", body = ErrorBody),
-        (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
         (status = 422, description = "Malformed JSON, missing `code`, a field of the wrong type, or `data` nested past the nesting limit", body = ErrorBody),
-        (status = 429, description = "Executions limit exhausted, rate limit, or too many concurrent executions", body = ErrorBody,
-         headers(("Retry-After" = u64, description = "Seconds to wait (rate and concurrency limits)"))),
-        (status = 503, description = "At capacity (with Retry-After) or key database unavailable", body = ErrorBody),
+        super::execute::ExecutionRefusals,
     )
 )]
 pub async fn execute(

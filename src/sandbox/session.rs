@@ -18,9 +18,6 @@ use crate::clock::SharedClock;
 /// How often the reaper looks for expired sessions.
 const REAP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The random part of a session id, in base62 characters (~143 bits).
-const ID_CHARS: usize = 24;
-
 /// How sessions are bounded.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -61,9 +58,9 @@ impl Default for SessionConfig {
 /// memory an idle session holds).
 pub const DEFAULT_MAX_OPEN: usize = 64;
 
-/// A node name for a node that was not given one: 6 base62 characters.
+/// A node name for a node that was not given one: 6 hexadecimal digits.
 pub fn random_node_name() -> String {
-    random_base62(6).to_lowercase()
+    format!("{:06x}", rand::random::<u32>() >> 8)
 }
 
 /// Whether `name` can be a node name: 1–32 ASCII lowercase letters, digits and dashes (no
@@ -227,7 +224,7 @@ impl Registry {
                 capacity: self.config.max_open,
             });
         }
-        let id = format!("ses_{}_{}", self.config.node, random_base62(ID_CHARS));
+        let id = format!("ses_{}_{:032x}", self.config.node, rand::random::<u128>());
         let now = self.now();
         sessions.insert(
             id.clone(),
@@ -491,11 +488,4 @@ impl Drop for Claim {
             self.give_back();
         }
     }
-}
-
-fn random_base62(chars: usize) -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    (0..chars)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
 }

@@ -94,6 +94,36 @@ fn a_usage_retention_outside_1_to_36500_days_is_refused() {
     assert!(!dir.data_dir().exists());
 }
 
+/// A node name goes into session ids (`ses_<node>_…`), where a load balancer reads it, so
+/// anything that could not be told apart from the id's other parts is bad usage.
+#[test]
+fn a_node_name_that_cannot_sit_in_a_session_id_is_refused() {
+    let dir = TestDir::new();
+    let serve = || {
+        let mut command = pyexec();
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.data_dir())
+            .env_remove("PYEXEC_NODE_NAME");
+        command
+    };
+    let too_long = "n".repeat(33);
+    for name in ["node_a", "Node-A", "nöde", too_long.as_str()] {
+        for out in [
+            run(serve().args(["--node-name", name])),
+            run(serve().env("PYEXEC_NODE_NAME", name)),
+        ] {
+            assert_eq!(out.code, Some(2), "{name:?}: {out:#?}");
+            let expected = format!(
+                "error: invalid value '{name}' for '--node-name <NAME>': must be 1 to 32 \
+                 lowercase letters, digits and dashes"
+            );
+            assert!(out.stderr.starts_with(&expected), "{out:#?}");
+        }
+    }
+    assert!(!dir.data_dir().exists());
+}
+
 #[tokio::test]
 async fn keys_commands_take_effect_on_the_running_server() {
     let dir = TestDir::new();
