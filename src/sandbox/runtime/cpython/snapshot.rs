@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Caller, Engine, Func, Instance, Linker, Module, OptLevel, Store, Val};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
-use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
+use wasmtime_wizer::{InstanceState, ModuleContext, SnapshotVal, ValType, Wizer};
 
 use super::{Exports, MPL_DATA_GUEST_DIR, STDLIB_GUEST_DIR, enable_guest_features, linker};
 use crate::sandbox::engine;
@@ -46,7 +46,7 @@ const ENV: &[(&str, &str)] = &[
 ];
 
 /// Modules imported into the snapshot: what users reach for, and what the driver needs.
-const PRELOAD: &str = "
+pub(super) const PRELOAD: &str = "
 import base64, collections, csv, dataclasses, datetime, decimal, enum, fractions, functools
 import hashlib, heapq, io, itertools, json, math, operator, random, re, statistics, string
 import struct, textwrap, time, traceback, types, typing, uuid
@@ -92,93 +92,129 @@ pub fn build(
     stdlib_zip: &Path,
     mpl_data_dir: &Path,
 ) -> anyhow::Result<Vec<u8>> {
-    let mut wizer = Wizer::new();
-    wizer.init_func(INIT_FUNC);
-    let (context, instrumented) = wizer
-        .instrument(python_wasm)
-        .map_err(anyhow::Error::from)
-        .context("instrumenting python.wasm")?;
-    let engine = snapshot_engine()?;
-    let module = Module::new(&engine, &instrumented)
-        .map_err(anyhow::Error::from)
-        .context("compiling the instrumented python.wasm")?;
-    drop(instrumented);
+    Instrumented::new(python_wasm)?.snapshot(stdlib_zip, mpl_data_dir, PRELOAD)
+}
 
-    let output = OutputCapture::new(LIMITS.output_bytes);
-    let stdlib_dir = stdlib_zip
-        .parent()
-        .context("the stdlib zip is in a directory")?;
-    let wasi = WasiCtxBuilder::new()
-        .stdin(MemoryInputPipe::new(Vec::new()))
-        .stdout(output.stream(StreamId::Stdout))
-        .stderr(output.stream(StreamId::Stderr))
-        .envs(ENV)
-        .wall_clock(FixedClock)
-        .monotonic_clock(FixedClock)
-        .secure_random(rand::rngs::StdRng::seed_from_u64(0))
-        .insecure_random(rand::rngs::StdRng::seed_from_u64(1))
-        .insecure_random_seed(2)
-        .preopened_dir(stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadWrite)
-        .and_then(|builder| {
-            builder.preopened_dir(mpl_data_dir, MPL_DATA_GUEST_DIR, FsPerms::ReadOnly)
-        })
-        .map_err(anyhow::Error::from)?
-        .build_p1();
-    let mut store = Store::new(
-        &engine,
-        ExecutionState::new(wasi, LIMITS, Arc::default(), false),
-    );
-    let mut linker = linker(&engine)?;
-    let forwarders = fix_file_metadata(&mut linker, &mut store)?;
-    let instance = linker
-        .instantiate(&mut store, &module)
-        .map_err(anyhow::Error::from)
-        .context("instantiating python.wasm")?;
-    forwarders.connect(&engine, &mut store, instance)?;
-    let failed = |what: &str, output: &OutputCapture| {
-        let (stdout, stderr) = output.take();
-        anyhow::anyhow!("{what}\n{stdout}{stderr}")
-    };
-    for init in ["_initialize", INIT_FUNC] {
-        instance
-            .get_typed_func::<(), ()>(&mut store, init)
-            .and_then(|func| func.call(&mut store, ()))
-            .map_err(|err| failed(&format!("python.wasm's `{init}` failed: {err:#}"), &output))?;
-    }
-    let exports = Exports {
-        memory: export(&module, "memory")?,
-        host_alloc: export(&module, "host_alloc")?,
-        turn: export(&module, "turn")?,
-    };
-    let setup = format!(
-        "{PRELOAD}{UNBUFFERED_STDIO}\n{}\nimport gc\ngc.collect()\n",
-        define_driver()
-    );
-    let status = super::run_turn(&mut store, instance, &exports, &setup).map_err(|err| {
-        failed(
-            &format!("pre-initialising CPython failed: {err:#}"),
-            &output,
-        )
-    })?;
-    if status != 0 {
-        return Err(failed(
-            &format!("pre-initialising CPython failed (status {status}):"),
-            &output,
-        ));
-    }
+/// `python.wasm` instrumented for snapshotting and compiled (the slow part, a minute or more),
+/// ready to be pre-initialised and snapshotted any number of times.
+pub(super) struct Instrumented<'a> {
+    wizer: Wizer,
+    context: ModuleContext<'a>,
+    engine: Engine,
+    module: Module,
+}
 
-    clear_dead_stack(&mut store, instance)?;
-    let mut state = Instantiated { store, instance };
-    let mut snapshot = pin!(wizer.snapshot(&context, &mut state));
-    // Nothing in the snapshot waits: one poll finishes it.
-    match snapshot
-        .as_mut()
-        .poll(&mut TaskContext::from_waker(Waker::noop()))
-    {
-        Poll::Ready(wasm) => wasm
+impl<'a> Instrumented<'a> {
+    pub(super) fn new(python_wasm: &'a [u8]) -> anyhow::Result<Self> {
+        let mut wizer = Wizer::new();
+        wizer.init_func(INIT_FUNC);
+        let (context, instrumented) = wizer
+            .instrument(python_wasm)
             .map_err(anyhow::Error::from)
-            .context("snapshotting CPython"),
-        Poll::Pending => anyhow::bail!("snapshotting CPython did not finish"),
+            .context("instrumenting python.wasm")?;
+        let engine = snapshot_engine()?;
+        let module = Module::new(&engine, &instrumented)
+            .map_err(anyhow::Error::from)
+            .context("compiling the instrumented python.wasm")?;
+        Ok(Self {
+            wizer,
+            context,
+            engine,
+            module,
+        })
+    }
+
+    /// A snapshot of an interpreter that imported `preload` and defined pyexec's driver.
+    pub(super) fn snapshot(
+        &self,
+        stdlib_zip: &Path,
+        mpl_data_dir: &Path,
+        preload: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let Self {
+            wizer,
+            context,
+            engine,
+            module,
+        } = self;
+        let output = OutputCapture::new(LIMITS.output_bytes);
+        let stdlib_dir = stdlib_zip
+            .parent()
+            .context("the stdlib zip is in a directory")?;
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(Vec::new()))
+            .stdout(output.stream(StreamId::Stdout))
+            .stderr(output.stream(StreamId::Stderr))
+            .envs(ENV)
+            .wall_clock(FixedClock)
+            .monotonic_clock(FixedClock)
+            .secure_random(rand::rngs::StdRng::seed_from_u64(0))
+            .insecure_random(rand::rngs::StdRng::seed_from_u64(1))
+            .insecure_random_seed(2)
+            .preopened_dir(stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadWrite)
+            .and_then(|builder| {
+                builder.preopened_dir(mpl_data_dir, MPL_DATA_GUEST_DIR, FsPerms::ReadOnly)
+            })
+            .map_err(anyhow::Error::from)?
+            .build_p1();
+        let mut store = Store::new(
+            engine,
+            ExecutionState::new(wasi, LIMITS, Arc::default(), false),
+        );
+        let mut linker = linker(engine)?;
+        let forwarders = fix_file_metadata(&mut linker, &mut store)?;
+        let instance = linker
+            .instantiate(&mut store, module)
+            .map_err(anyhow::Error::from)
+            .context("instantiating python.wasm")?;
+        forwarders.connect(engine, &mut store, instance)?;
+        let failed = |what: &str, output: &OutputCapture| {
+            let (stdout, stderr) = output.take();
+            anyhow::anyhow!("{what}\n{stdout}{stderr}")
+        };
+        for init in ["_initialize", INIT_FUNC] {
+            instance
+                .get_typed_func::<(), ()>(&mut store, init)
+                .and_then(|func| func.call(&mut store, ()))
+                .map_err(|err| {
+                    failed(&format!("python.wasm's `{init}` failed: {err:#}"), &output)
+                })?;
+        }
+        let exports = Exports {
+            memory: export(module, "memory")?,
+            host_alloc: export(module, "host_alloc")?,
+            turn: export(module, "turn")?,
+        };
+        let setup = format!(
+            "{preload}{UNBUFFERED_STDIO}\n{}\nimport gc\ngc.collect()\n",
+            define_driver()
+        );
+        let status = super::run_turn(&mut store, instance, &exports, &setup).map_err(|err| {
+            failed(
+                &format!("pre-initialising CPython failed: {err:#}"),
+                &output,
+            )
+        })?;
+        if status != 0 {
+            return Err(failed(
+                &format!("pre-initialising CPython failed (status {status}):"),
+                &output,
+            ));
+        }
+
+        clear_dead_stack(&mut store, instance)?;
+        let mut state = Instantiated { store, instance };
+        let mut snapshot = pin!(wizer.snapshot(context, &mut state));
+        // Nothing in the snapshot waits: one poll finishes it.
+        match snapshot
+            .as_mut()
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+        {
+            Poll::Ready(wasm) => wasm
+                .map_err(anyhow::Error::from)
+                .context("snapshotting CPython"),
+            Poll::Pending => anyhow::bail!("snapshotting CPython did not finish"),
+        }
     }
 }
 
