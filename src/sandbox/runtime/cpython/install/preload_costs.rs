@@ -93,41 +93,49 @@ fn preload_costs() {
         ),
     ];
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let measured: Vec<Vec<(Duration, u64)>> = [&runtimes_dirs[0], &runtimes_dirs[3]]
-        .into_iter()
-        .map(|runtimes_dir| {
-            let sandbox = Sandbox::new(SandboxConfig {
-                limits: Limits {
-                    fuel: 200_000_000_000,
-                    timeout: Duration::from_secs(120),
-                    ..Limits::default()
-                },
-                runtimes_dir: Some(runtimes_dir.clone()),
-                cache_dir: Some(tmp.path().join("cache")),
-                workers: 1,
-                ..SandboxConfig::default()
+    let measured: Vec<Vec<Result<(Duration, u64), String>>> =
+        [&runtimes_dirs[0], &runtimes_dirs[3]]
+            .into_iter()
+            .map(|runtimes_dir| {
+                let sandbox = Sandbox::new(SandboxConfig {
+                    limits: Limits {
+                        fuel: 200_000_000_000,
+                        timeout: Duration::from_secs(120),
+                        ..Limits::default()
+                    },
+                    runtimes_dir: Some(runtimes_dir.clone()),
+                    cache_dir: Some(tmp.path().join("cache")),
+                    workers: 1,
+                    ..SandboxConfig::default()
+                })
+                .unwrap();
+                cases
+                    .iter()
+                    .map(|(_, code, runs)| runtime.block_on(median(&sandbox, code, *runs)))
+                    .collect()
             })
-            .unwrap();
-            cases
-                .iter()
-                .map(|(_, code, runs)| runtime.block_on(median(&sandbox, code, *runs)))
-                .collect()
-        })
-        .collect();
+            .collect();
     println!(
         "\n| execution (fresh instance, pooled) | standard library only: p50, fuel | \
          everything pre-loaded: p50, fuel |\n|---|---:|---:|"
     );
+    let cell = |measured: &Result<(Duration, u64), String>| match measured {
+        Ok((took, fuel)) => format!(
+            "{:.2} ms, {:.2} M",
+            took.as_secs_f64() * 1e3,
+            *fuel as f64 / 1e6
+        ),
+        Err(failed) => failed.clone(),
+    };
     for (i, (name, _, _)) in cases.iter().enumerate() {
-        let [(alone, alone_fuel), (all, all_fuel)] = [measured[0][i], measured[1][i]];
         println!(
-            "| {name} | {:.2} ms, {:.2} M | {:.2} ms, {:.2} M |",
-            alone.as_secs_f64() * 1e3,
-            alone_fuel as f64 / 1e6,
-            all.as_secs_f64() * 1e3,
-            all_fuel as f64 / 1e6
+            "| {name} | {} | {} |",
+            cell(&measured[0][i]),
+            cell(&measured[1][i])
         );
     }
+    // Everything pre-loaded, everything runs.
+    assert!(measured[1].iter().all(Result::is_ok), "{:?}", measured[1]);
 }
 
 /// Builds the snapshot pre-loading `preload` into an installation under `runtimes_dir` that a
@@ -161,8 +169,8 @@ fn variant(
     snapshot.len()
 }
 
-/// The median duration and fuel of `runs` executions of `code`, each asserted to succeed.
-async fn median(sandbox: &Sandbox, code: &str, runs: usize) -> (Duration, u64) {
+/// The median duration and fuel of `runs` executions of `code`, or how the first one failed.
+async fn median(sandbox: &Sandbox, code: &str, runs: usize) -> Result<(Duration, u64), String> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let outcome = sandbox
@@ -177,9 +185,12 @@ async fn median(sandbox: &Sandbox, code: &str, runs: usize) -> (Duration, u64) {
             })
             .await
             .unwrap();
-        assert!(outcome.result.is_ok(), "{code}: {outcome:?}");
+        if let Err(error) = outcome.result {
+            let gist = error.message.split(',').next().unwrap_or_default();
+            return Err(format!("fails: {}: {gist}", error.type_name));
+        }
         samples.push((outcome.duration, outcome.fuel_used));
     }
     samples.sort();
-    samples[runs / 2]
+    Ok(samples[runs / 2])
 }
