@@ -3,7 +3,9 @@ example against `pyexec serve` with the sled store and with the PostgreSQL store
 nodes sharing one PostgreSQL database. Starts its own PostgreSQL (as the `postgres` user when
 run as root) on a free port in a temporary directory. Reuses scripts/bench_http.py's server
 and wrk drivers; prints a Markdown table with the CPU time each request cost the nodes and the
-database (what the README's on-paper scaling is computed from).
+database (what the README's on-paper scaling is computed from), and for each PostgreSQL run
+the statements the database spent its time in (pg_stat_statements, nested statements too):
+calls per request shows how many admissions each batched statement carried.
 
 Usage: python3 bench_cluster.py PYEXEC_BINARY
 Settings (environment): BENCH_SECONDS, BENCH_WARMUP_SECONDS (as bench_http.py).
@@ -41,10 +43,34 @@ class Postgres:
             os.chmod(tmp, 0o711)
             shutil.chown(self.dir, "postgres", "postgres")
         self.run("initdb", "--auth=trust", "--username=pyexec", "-D", str(self.dir / "data"))
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                   "-c shared_preload_libraries=pg_stat_statements "
+                   "-c pg_stat_statements.track=all")
         self.run("pg_ctl", "-w", "-o", options, "-l", str(self.dir / "log"),
                  "-D", str(self.dir / "data"), "start")
         self.url = f"postgres://pyexec@127.0.0.1:{self.port}/postgres"
+        self.sql("CREATE EXTENSION pg_stat_statements")
+
+    def sql(self, query):
+        """Rows of `query`, each a list of text fields."""
+        out = subprocess.run([f"{self.bin}/psql", "-X", "-At", "-F", "\t", self.url, "-c", query],
+                             check=True, capture_output=True, text=True).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+    def statements(self, requests):
+        """Where the database spent its executor time since the last reset, per request."""
+        rows = self.sql(
+            "SELECT calls, rows, total_exec_time, regexp_replace(left(query, 70), '\\s+', ' ', 'g')"
+            " FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'"
+            " ORDER BY total_exec_time DESC LIMIT 8")
+        lines = ["| statement | calls per request | rows per call | ms per call "
+                 "| ms per request |", "|---|---:|---:|---:|---:|"]
+        for calls, returned, total_ms, query in rows:
+            calls, returned, total_ms = int(calls), int(returned), float(total_ms)
+            lines.append(f"| `{query.replace('|', '/')}` | {calls / requests:.3f} "
+                         f"| {returned / max(calls, 1):.1f} | {total_ms / max(calls, 1):.3f} "
+                         f"| {total_ms / requests:.3f} |")
+        return lines
 
     def run(self, program, *args):
         subprocess.run(self.as_postgres + [f"{self.bin}/{program}", *args], check=True,
@@ -78,6 +104,10 @@ def node(binary, tmp, name, store, log_file):
     return server
 
 
+# The statement profile of each PostgreSQL run, in order.
+PROFILES = []
+
+
 def timed(servers, key, connections, pg=None):
     """wrk against every server at once (a warm-up, then the timed run); returns the
     per-server results and the database's CPU seconds per request over the timed run."""
@@ -94,10 +124,15 @@ def timed(servers, key, connections, pg=None):
             t.join()
 
     all_at_once(bench.WARMUP_SECONDS)
+    if pg:
+        pg.sql("SELECT pg_stat_statements_reset()")
     pg_before = pg.cpu_seconds() if pg else 0
     all_at_once(bench.SECONDS)
     pg_cpu = pg.cpu_seconds() - pg_before if pg else 0
-    return results, pg_cpu / max(sum(r["requests"] for r in results), 1)
+    requests = max(sum(r["requests"] for r in results), 1)
+    if pg:
+        PROFILES.append(pg.statements(requests))
+    return results, pg_cpu / requests
 
 
 def row(label, measured):
@@ -145,6 +180,9 @@ def main():
         print("|---|---:|---:|---:|---:|---:|---:|")
         for line in rows:
             print(line)
+        for label, profile in zip(["PostgreSQL, 1 node", "PostgreSQL, 2 nodes"], PROFILES):
+            print(f"\nWhere PostgreSQL's executor time went, {label} (pg_stat_statements):\n")
+            print("\n".join(profile))
 
 
 if __name__ == "__main__":
