@@ -313,7 +313,8 @@ async fn a_database_crash_fails_admissions_and_the_node_recovers_by_itself() {
 }
 
 /// Admissions per second against this binary's PostgreSQL, batched (group commit, the
-/// default) vs one statement per admission, for one hot key and for 64 keys:
+/// default, with one or two batches committing at once) vs one statement per admission, for
+/// one hot key and for 64 keys:
 /// `cargo test --release --test cluster bench_admissions -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
@@ -321,7 +322,11 @@ async fn bench_admissions() {
     const CLIENTS: usize = 64;
     const PER_CLIENT: usize = 100;
     let url = SHARED.fresh_database();
-    for (mode, max_batch, in_flight) in [("batched", 1024, 2), ("unbatched", 1, 16)] {
+    for (mode, max_batch, in_flight) in [
+        ("batched, 1 in flight", 1024, 1),
+        ("batched, 2 in flight", 1024, 2),
+        ("unbatched", 1, 16),
+    ] {
         for key_count in [1, 64] {
             let mut options = PgOptions::new(&url).unwrap();
             options.max_batch = max_batch;
@@ -362,7 +367,7 @@ async fn bench_admissions() {
                 latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
             };
             println!(
-                "{mode:9} {key_count:2} key(s): {:7.0} admissions/s, p50 {:?}, p99 {:?}",
+                "{mode:20} {key_count:2} key(s): {:7.0} admissions/s, p50 {:?}, p99 {:?}",
                 latencies.len() as f64 / elapsed.as_secs_f64(),
                 p(0.5),
                 p(0.99)

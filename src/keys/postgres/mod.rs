@@ -13,17 +13,23 @@
 //! connection died during it) the store may have counted an execution that never ran — an
 //! over-count of at most that batch, never an under-count.
 //!
-//! Group commit, measured with `cargo test --test cluster bench_admissions -- --ignored
-//! --nocapture` (64 tasks × 100 admissions, PostgreSQL 15 on the same 2-core VM, debug build
-//! of this crate with optimised dependencies, other builds competing for the cores):
+//! Group commit, measured with `cargo test --release --test cluster bench_admissions --
+//! --ignored --nocapture` (64 tasks × 100 admissions, PostgreSQL 15 on the same 2-core VM;
+//! two runs, 2026-12-04):
 //!
-//! | admissions                          | 1 hot key            | 64 keys              |
-//! |-------------------------------------|----------------------|----------------------|
-//! | batched (default)                   | 2 651/s, p50 19.6 ms | 3 532/s, p50 16.2 ms |
-//! | one statement each, 16 connections  | 359/s, p50 168 ms    | 1 623/s, p50 37.7 ms |
+//! | admissions                               | 1 hot key                    | 64 keys                    |
+//! |------------------------------------------|------------------------------|----------------------------|
+//! | batched, 2 batches in flight (default)   | 15 661–16 573/s, p99 15–19 ms | 8 825–8 978/s, p99 12–14 ms |
+//! | batched, 1 batch in flight               | 19 986–27 361/s, p99 5–8 ms   | 7 797–8 077/s, p99 11–12 ms |
+//! | one statement each, 16 connections       | 1 042–1 045/s, p99 134–137 ms | 2 432–2 601/s, p99 58–66 ms |
 //!
-//! One hot key gains 7×: unbatched, every admission waits for the row lock and then its own
-//! commit (fsync); batched, one lock and one commit cover the whole batch.
+//! One hot key gains 15×: unbatched, every admission waits for the row lock and then its own
+//! commit (fsync); batched, one lock and one commit cover the whole batch. With two batches in
+//! flight the second waits on the hot key's row lock while the first commits (half of a
+//! batch's time in `scripts/bench_cluster.py`'s statement profile), so one in flight is faster
+//! for a hot key; but for many keys two batches use the database's cores at once and one in
+//! flight is 10% slower, and over HTTP (`bench_cluster.py`, one key) two pairs of runs did
+//! not tell them apart (53–82% vs 56–63% of sled's requests/s). The default stays at two.
 
 mod batch;
 pub mod migrate;
