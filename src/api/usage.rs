@@ -145,8 +145,7 @@ pub async fn usage(
         history: history.into(),
         sessions: SessionsUsage {
             open: state.sandbox.sessions(&key.id().to_string()).len(),
-            limit: (key.max_sessions.map(|n| n as usize))
-                .unwrap_or(state.sandbox.session_config().per_tenant),
+            limit: (state.sandbox.session_config()).cap_for(key.max_sessions.map(|n| n as usize)),
         },
     };
     let mut response = Json(body).into_response();

@@ -54,6 +54,14 @@ impl Default for SessionConfig {
     }
 }
 
+impl SessionConfig {
+    /// How many sessions a tenant may have open: its own cap if it has one, else
+    /// [`Self::per_tenant`].
+    pub fn cap_for(&self, own_cap: Option<usize>) -> usize {
+        own_cap.unwrap_or(self.per_tenant)
+    }
+}
+
 /// Sessions open at once unless configured otherwise (see the README's measurements of the
 /// memory an idle session holds).
 pub const DEFAULT_MAX_OPEN: usize = 64;
@@ -209,7 +217,7 @@ impl Registry {
             .idle_timeout
             .unwrap_or(self.config.idle_timeout)
             .min(self.config.max_idle_timeout);
-        let per_tenant = request.max_for_tenant.unwrap_or(self.config.per_tenant);
+        let per_tenant = self.config.cap_for(request.max_for_tenant);
         self.reap();
         let mut sessions = self.lock();
         let owned = sessions

@@ -73,14 +73,7 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
 #[test]
 fn a_usage_retention_outside_1_to_36500_days_is_refused() {
     let dir = TestDir::new();
-    let serve = || {
-        let mut command = pyexec();
-        command
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.data_dir())
-            .env_remove("PYEXEC_USAGE_RETENTION_DAYS");
-        command
-    };
+    let serve = || serve_without(&dir, "PYEXEC_USAGE_RETENTION_DAYS");
     let flag = |days| run(serve().args(["--usage-retention-days", days]));
     let env = |days| run(serve().env("PYEXEC_USAGE_RETENTION_DAYS", days));
     for (out, days) in [(flag("0"), "0"), (env("0"), "0"), (flag("36501"), "36501")] {
@@ -94,19 +87,23 @@ fn a_usage_retention_outside_1_to_36500_days_is_refused() {
     assert!(!dir.data_dir().exists());
 }
 
+/// `pyexec serve` on a free port and `dir`'s data directory, with `variable` unset (so that
+/// only what a test gives counts).
+fn serve_without(dir: &TestDir, variable: &str) -> Command {
+    let mut command = pyexec();
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.data_dir())
+        .env_remove(variable);
+    command
+}
+
 /// A node name goes into session ids (`ses_<node>_…`), where a load balancer reads it, so
 /// anything that could not be told apart from the id's other parts is bad usage.
 #[test]
 fn a_node_name_that_cannot_sit_in_a_session_id_is_refused() {
     let dir = TestDir::new();
-    let serve = || {
-        let mut command = pyexec();
-        command
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.data_dir())
-            .env_remove("PYEXEC_NODE_NAME");
-        command
-    };
+    let serve = || serve_without(&dir, "PYEXEC_NODE_NAME");
     let too_long = "n".repeat(33);
     for name in ["node_a", "Node-A", "nöde", too_long.as_str()] {
         for out in [
